@@ -1,0 +1,134 @@
+"""Open Qdrant clients and repositories from the manifest, once each, under one request bound.
+
+Every Qdrant request of a run passes through one semaphore, so `--parallelism N` bounds the
+requests in flight whatever mix of clusters, nodes and collections is being read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import httpx
+
+from qbr.errors import QbrError
+from qbr.manifest import Manifest, RepositoryConfig
+from qbr.qdrant import NodeRef, QdrantClient
+from qbr.repository import open_local_repository, open_s3_repository
+from qbr.repository.base import Repository
+
+
+class _BoundedTransport(httpx.BaseTransport):
+    """Holds a slot of the run's semaphore while a request is sent and its headers read."""
+
+    def __init__(self, inner: httpx.BaseTransport, slots: threading.BoundedSemaphore) -> None:
+        self.inner = inner
+        self.slots = slots
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.slots:
+            return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class Connections:
+    """The run's open clients and repositories, keyed by cluster/node and repository name."""
+
+    def __init__(self, manifest: Manifest, parallelism: int = 8) -> None:
+        if parallelism < 1:
+            raise QbrError("--parallelism must be at least 1")
+        self.manifest = manifest
+        self.parallelism = parallelism
+        self._slots = threading.BoundedSemaphore(parallelism)
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], QdrantClient] = {}
+        self._nodes: dict[str, list[NodeRef]] = {}
+        self._distributed: dict[str, bool] = {}
+        self._repositories: dict[str, Repository] = {}
+        # Tuning knobs for slow links and for tests (retry backoff in seconds).
+        self._backoff = _env_float("QBR_HTTP_BACKOFF", 0.5)
+        self._retries = int(_env_float("QBR_HTTP_RETRIES", 4))
+
+    def client(self, cluster: str, url: str) -> QdrantClient:
+        key = (cluster, url.rstrip("/"))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                config = self.manifest.clusters[cluster]
+                timeout = config.timeout.total_seconds() if config.timeout else 30.0
+                client = QdrantClient(
+                    key[1],
+                    api_key=config.api_key,
+                    cluster=cluster,
+                    timeout=timeout,
+                    retries=self._retries,
+                    backoff=self._backoff,
+                    transport=_BoundedTransport(httpx.HTTPTransport(), self._slots),
+                )
+                self._clients[key] = client
+            return client
+
+    def seed(self, cluster: str) -> QdrantClient:
+        return self.client(cluster, self.manifest.clusters[cluster].urls[0])
+
+    def cluster_nodes(self, cluster: str) -> list[NodeRef]:
+        """The cluster's nodes' REST URLs: listed in the manifest, or discovered from GET /cluster."""
+        if cluster in self._nodes:
+            return self._nodes[cluster]
+        config = self.manifest.clusters[cluster]
+        status = self.seed(cluster).cluster_status()
+        self._distributed[cluster] = status.get("status") == "enabled"
+        if config.discover:
+            nodes = self.seed(cluster).nodes(rest_port=config.rest_port)
+        else:
+            nodes = []
+            for url in config.urls:
+                peer = self.client(cluster, url).cluster_status().get("peer_id")
+                nodes.append(NodeRef(None if peer is None else int(peer), url.rstrip("/")))
+        self._nodes[cluster] = nodes
+        return nodes
+
+    def is_distributed(self, cluster: str) -> bool:
+        self.cluster_nodes(cluster)
+        return self._distributed.get(cluster, False)
+
+    def repository(self, name: str) -> Repository:
+        with self._lock:
+            repo = self._repositories.get(name)
+            if repo is None:
+                repo = open_repository(self.manifest.repositories[name])
+                self._repositories[name] = repo
+            return repo
+
+    def can_presign(self, name: str) -> bool:
+        return self.manifest.repositories[name].kind == "s3"
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def __enter__(self) -> "Connections":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_repository(config: RepositoryConfig) -> Repository:
+    """A repository from its manifest entry (S3 credentials come from the AWS chain only)."""
+    if config.kind == "s3":
+        return open_s3_repository(
+            config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region
+        )
+    assert config.path is not None
+    return open_local_repository(config.path)

@@ -1,0 +1,277 @@
+"""observe: every network read of a plan happens here, concurrently, into plain data.
+
+The result (`Observed`) is frozen dataclasses all the way down, so the planner can stay
+pure and a plan can be recomputed and compared. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, TypeVar
+
+from qbr.connections import Connections
+from qbr.errors import NotFoundError, QbrError
+from qbr.manifest import Manifest
+from qbr.records import SetRecord, config_digest, parse_set_key, SETS_PREFIX, SNAPSHOTS_PREFIX
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NodeState:
+    url: str
+    peer_id: int | None
+    version: str
+
+
+@dataclass(frozen=True)
+class ShardReplica:
+    """A shard replica local to one node, as that node reports it."""
+
+    shard_id: int
+    node: str
+    state: str
+    points_count: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """A snapshot file sitting on a node's disk (collection-level, or of one shard)."""
+
+    node: str
+    name: str
+    shard_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CollectionState:
+    name: str
+    points_count: int
+    config: dict[str, Any]
+    config_sha256: str
+    shard_number: int
+    replication_factor: int
+    aliases: tuple[str, ...]
+    replicas: tuple[ShardReplica, ...] = ()
+    node_snapshots: tuple[NodeSnapshot, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    name: str
+    nodes: tuple[NodeState, ...]
+    distributed: bool
+    collection_names: tuple[str, ...]
+    collections: dict[str, CollectionState]  # observed in detail: those some backup selects
+    aliases: dict[str, str]  # alias -> collection
+
+    @property
+    def version(self) -> str:
+        """The oldest version among the nodes: what a restore must be compatible with."""
+        return min((n.version for n in self.nodes), key=version_tuple)
+
+
+@dataclass(frozen=True)
+class ArchiveObject:
+    key: str
+    size: int
+    modified: str  # UTC ISO
+
+
+@dataclass(frozen=True)
+class BrokenSet:
+    key: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class RepositoryState:
+    name: str
+    description: str
+    can_presign: bool
+    sets: tuple[SetRecord, ...]
+    archives: dict[str, ArchiveObject]
+    pending_uploads: tuple[ArchiveObject, ...] = ()  # key, 0, initiated
+    broken_sets: tuple[BrokenSet, ...] = ()
+
+    def sets_of(self, backup: str) -> list[SetRecord]:
+        """Complete sets of one backup, newest first."""
+        return sorted((s for s in self.sets if s.backup == backup), key=lambda s: s.set_id, reverse=True)
+
+
+@dataclass(frozen=True)
+class Observed:
+    clusters: dict[str, ClusterState] = field(default_factory=dict)
+    repositories: dict[str, RepositoryState] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'1.19.0' -> (1, 19, 0); tolerant of suffixes such as '1.19.0-dev'."""
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _iso(moment: datetime) -> str:
+    from qbr.records import utc_iso
+
+    return utc_iso(moment)
+
+
+class _Pool:
+    """A bounded pool whose map re-raises the first failure (a QbrError sentence)."""
+
+    def __init__(self, parallelism: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-observe")
+
+    def map(self, func: Callable[..., T], items: Iterable[Any]) -> list[T]:
+        futures: list[Future[T]] = [self.executor.submit(func, item) for item in items]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def observe(manifest: Manifest, connections: Connections) -> Observed:
+    """Read every cluster and repository the manifest names, with at most
+    `connections.parallelism` requests in flight at once."""
+    pool = _Pool(connections.parallelism)
+    try:
+        cluster_names = _clusters_in_use(manifest)
+        clusters = pool.map(lambda name: _observe_cluster(manifest, connections, name), cluster_names)
+        repo_names = sorted({b.repository for b in manifest.backups.values()})
+        repositories = pool.map(lambda name: _observe_repository(connections, name), repo_names)
+    finally:
+        pool.close()
+    return Observed(
+        clusters={c.name: c for c in clusters},
+        repositories={r.name: r for r in repositories},
+    )
+
+
+def _clusters_in_use(manifest: Manifest) -> list[str]:
+    names = {b.cluster for b in manifest.backups.values()} | {r.to for r in manifest.restores.values()}
+    return sorted(names)
+
+
+def _observe_cluster(manifest: Manifest, connections: Connections, name: str) -> ClusterState:
+    # Nested use of one bounded pool could deadlock, so each level has its own pool; the real
+    # bound on concurrent requests is the semaphore every connection passes through.
+    inner = _Pool(connections.parallelism)
+    try:
+        nodes = connections.cluster_nodes(name)
+        distributed = len(nodes) > 1 or connections.is_distributed(name)
+        versions = inner.map(lambda node: connections.client(name, node.url).version(), nodes)
+        node_states = tuple(NodeState(n.url, n.peer_id, v) for n, v in zip(nodes, versions))
+        seed = connections.client(name, nodes[0].url)
+        collection_names = tuple(sorted(seed.list_collections()))
+        aliases = dict(sorted(seed.list_aliases()))
+        wanted = [
+            c
+            for c in collection_names
+            if any(b.cluster == name and b.selects(c) for b in manifest.backups.values())
+        ]
+        aliases_of: dict[str, list[str]] = {}
+        for alias, collection in aliases.items():
+            aliases_of.setdefault(collection, []).append(alias)
+        detailed = inner.map(
+            lambda c: _observe_collection(connections, name, node_states, distributed, c, tuple(sorted(aliases_of.get(c, ())))),
+            wanted,
+        )
+    finally:
+        inner.close()
+    return ClusterState(
+        name=name,
+        nodes=node_states,
+        distributed=distributed,
+        collection_names=collection_names,
+        collections={c.name: c for c in detailed},
+        aliases=aliases,
+    )
+
+
+def _observe_collection(
+    connections: Connections,
+    cluster: str,
+    nodes: tuple[NodeState, ...],
+    distributed: bool,
+    name: str,
+    aliases: tuple[str, ...],
+) -> CollectionState:
+    seed = connections.client(cluster, nodes[0].url)
+    info = seed.collection_info(name)
+    config = dict(info.get("config") or {})
+    params = config.get("params") or {}
+    points = seed.count_points(name, exact=True)
+    replicas: list[ShardReplica] = []
+    node_snapshots: list[NodeSnapshot] = []
+    for node in nodes:
+        client = connections.client(cluster, node.url)
+        local_ids: list[int] = []
+        if distributed:
+            view = client.collection_cluster(name)
+            for shard in view.get("local_shards") or []:
+                replicas.append(
+                    ShardReplica(int(shard["shard_id"]), node.url, str(shard.get("state")), shard.get("points_count"))
+                )
+                local_ids.append(int(shard["shard_id"]))
+        node_snapshots.extend(NodeSnapshot(node.url, s.name) for s in client.list_snapshots(name))
+        for shard_id in local_ids:
+            node_snapshots.extend(
+                NodeSnapshot(node.url, s.name, shard_id) for s in client.list_snapshots(name, shard_id=shard_id)
+            )
+    return CollectionState(
+        name=name,
+        points_count=int(points),
+        config=config,
+        config_sha256=config_digest(config),
+        shard_number=int(params.get("shard_number") or 1),
+        replication_factor=int(params.get("replication_factor") or 1),
+        aliases=aliases,
+        replicas=tuple(sorted(replicas, key=lambda r: (r.shard_id, r.node))),
+        node_snapshots=tuple(sorted(node_snapshots, key=lambda s: (s.node, s.shard_id or -1, s.name))),
+    )
+
+
+def _observe_repository(connections: Connections, name: str) -> RepositoryState:
+    repo = connections.repository(name)
+    set_keys = [o.key for o in repo.list(SETS_PREFIX) if parse_set_key(o.key)]
+    inner = _Pool(connections.parallelism)
+    try:
+        loaded = inner.map(lambda key: _read_set(repo, key), set_keys)
+    finally:
+        inner.close()
+    sets = tuple(s for s in loaded if isinstance(s, SetRecord))
+    broken = tuple(s for s in loaded if isinstance(s, BrokenSet))
+    archives = {
+        o.key: ArchiveObject(o.key, o.size, _iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
+    }
+    pending = tuple(ArchiveObject(p.key, 0, _iso(p.initiated)) for p in repo.pending_uploads())
+    return RepositoryState(
+        name=name,
+        description=repo.describe(),
+        can_presign=connections.can_presign(name),
+        sets=tuple(sorted(sets, key=lambda s: (s.backup, s.set_id))),
+        archives=dict(sorted(archives.items())),
+        pending_uploads=pending,
+        broken_sets=broken,
+    )
+
+
+def _read_set(repo: Any, key: str) -> SetRecord | BrokenSet | None:
+    """A set record that cannot be parsed is reported, never silently treated as absent."""
+    try:
+        raw = repo.get_bytes(key)
+    except NotFoundError:
+        return None  # deleted between list and get
+    try:
+        return SetRecord.from_json(raw, key)
+    except QbrError as error:
+        return BrokenSet(key, str(error))

@@ -1,0 +1,183 @@
+"""Set records: the commit record of one backup run, stored in the repository.
+
+A set record is written last, after every archive it names is stored and its sha256
+checked; a set without its record does not exist. The repository is the truth about
+backups: the state file only caches and journals. Layout (design.md):
+
+    snapshots/<collection>/<archive name>     immutable archives
+    sets/<backup>/<set id>.json               one record per set
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from qbr.errors import QbrError
+
+SET_FORMAT_VERSION = 1
+SETS_PREFIX = "sets/"
+SNAPSHOTS_PREFIX = "snapshots/"
+_SET_KEY = re.compile(r"^sets/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/([0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?)\.json$")
+
+
+def utc_iso(moment: datetime) -> str:
+    """Render an aware datetime as 2026-11-21T08:00:00Z (whole seconds, UTC)."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse the timestamps qbr writes (and any ISO 8601 with an offset); naive means UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def set_id_for(moment: datetime) -> str:
+    """A set id is its creation time, so ids sort by age: 20261121T080000Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def set_key(backup: str, set_id: str) -> str:
+    return f"{SETS_PREFIX}{backup}/{set_id}.json"
+
+
+def parse_set_key(key: str) -> tuple[str, str] | None:
+    """Return (backup, set id) for a set record key, or None for anything else."""
+    match = _SET_KEY.match(key)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def archive_key(collection: str, backup: str, set_id: str, snapshot_name: str) -> str:
+    """Archives are named after the set that copied them, so keys never collide."""
+    return f"{SNAPSHOTS_PREFIX}{collection}/{backup}.{set_id}.{snapshot_name}"
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A stable hash of a collection config (canonical JSON), to notice config changes."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    """One stored snapshot file: a whole collection (shard_ids = all) or one shard."""
+
+    key: str
+    size: int
+    sha256: str
+    kind: str  # "collection" | "shard"
+    shard_ids: tuple[int, ...]
+    node: str  # REST URL of the node that made the snapshot
+    points_count: int | None = None
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """What a set holds of one collection, and where its archives were first copied."""
+
+    name: str
+    points_count: int
+    config: dict[str, Any]
+    config_sha256: str
+    aliases: tuple[str, ...]
+    shard_number: int
+    qdrant_version: str
+    copied_in: str  # the set id whose run copied these archives (== this set unless carried over)
+    archives: tuple[ArchiveRecord, ...]
+
+
+@dataclass(frozen=True)
+class SetRecord:
+    """The commit record of one backup set."""
+
+    backup: str
+    set_id: str
+    created: str  # UTC ISO; the moment the set stands for (the plan's now)
+    cluster: str
+    qdrant_version: str
+    collections: dict[str, CollectionRecord] = field(default_factory=dict)
+    completed: str | None = None
+    qbr_version: str | None = None
+    format_version: int = SET_FORMAT_VERSION
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_utc(self.created)
+
+    def archive_keys(self) -> set[str]:
+        return {a.key for c in self.collections.values() for a in c.archives}
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "SetRecord":
+        """Build from parsed JSON; a malformed record is a QbrError naming the set."""
+        try:
+            version = int(data.get("format_version", 0))
+            if version > SET_FORMAT_VERSION:
+                raise QbrError(
+                    f"set {data.get('set_id')!r} was written by a newer qbr (format {version}); upgrade qbr"
+                )
+            collections = {}
+            for name, raw in dict(data["collections"]).items():
+                archives = tuple(
+                    ArchiveRecord(
+                        key=str(a["key"]),
+                        size=int(a["size"]),
+                        sha256=str(a["sha256"]),
+                        kind=str(a["kind"]),
+                        shard_ids=tuple(int(s) for s in a["shard_ids"]),
+                        node=str(a["node"]),
+                        points_count=None if a.get("points_count") is None else int(a["points_count"]),
+                    )
+                    for a in raw["archives"]
+                )
+                collections[str(name)] = CollectionRecord(
+                    name=str(raw["name"]),
+                    points_count=int(raw["points_count"]),
+                    config=dict(raw["config"]),
+                    config_sha256=str(raw["config_sha256"]),
+                    aliases=tuple(str(a) for a in raw.get("aliases", ())),
+                    shard_number=int(raw["shard_number"]),
+                    qdrant_version=str(raw["qdrant_version"]),
+                    copied_in=str(raw["copied_in"]),
+                    archives=archives,
+                )
+            record = SetRecord(
+                backup=str(data["backup"]),
+                set_id=str(data["set_id"]),
+                created=str(data["created"]),
+                cluster=str(data["cluster"]),
+                qdrant_version=str(data["qdrant_version"]),
+                collections=collections,
+                completed=data.get("completed"),
+                qbr_version=data.get("qbr_version"),
+                format_version=version,
+            )
+            parse_utc(record.created)
+            return record
+        except QbrError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise QbrError(f"set record {data.get('set_id', '?')!r} is malformed ({error!s}); repair or delete it") from None
+
+    @staticmethod
+    def from_json(raw: bytes, key: str) -> "SetRecord":
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise QbrError(f"set record {key} is not valid JSON; repair or delete it") from None
+        if not isinstance(data, dict):
+            raise QbrError(f"set record {key} is not a JSON object; repair or delete it")
+        record = SetRecord.from_dict(data)
+        parsed = parse_set_key(key)
+        if parsed and parsed != (record.backup, record.set_id):
+            raise QbrError(f"set record {key} names set {record.backup}/{record.set_id}; it was moved or edited by hand")
+        return record
