@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from qbr import __version__
 from qbr.errors import QdrantError
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,9 @@ class QdrantClient:
                 "write it as http://host:6333 or https://host:6333.",
                 node=self.node,
             )
-        headers = {"api-key": api_key} if api_key else {}
+        headers = {"User-Agent": f"qbr/{__version__}"}
+        if api_key:
+            headers["api-key"] = api_key
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
@@ -619,11 +622,18 @@ class QdrantClient:
             body["checksum"] = checksum
         if api_key is not None:
             body["api_key"] = api_key
-        hidden = [(location, "the archive URL"), (location.split("?", 1)[0], "the archive URL")]
+        # A URL may be presigned: it is "the archive URL" in every message. A bare name (shard
+        # recovery from the node's own snapshot folder) is no secret and helps the reader.
+        hidden: list[tuple[str, str]] = []
+        if "://" in location:
+            source = "the archive URL"
+            hidden += [(location, source), (location.split("?", 1)[0], source)]
+        else:
+            source = f"snapshot `{location}`"
         if api_key:
             hidden.append((api_key, "***"))
         self._call(
-            "PUT", path, what=f"recover {self._subject(collection, shard_id)} from the archive URL",
+            "PUT", path, what=f"recover {self._subject(collection, shard_id)} from {source}",
             params={"wait": _flag(wait)}, json_body=body, snapshot=True, hidden=hidden,
         )
 
@@ -877,6 +887,9 @@ class QdrantClient:
                        "delete the collection first or restore under another name.")
         elif status == 400:
             message = f"{where} refused to {what} (400 {detail}); check the request's names and settings."
+        elif 300 <= status < 400:
+            message = (f"{where} answered {status} to {method} {path} (a redirect); "
+                       "check that the manifest's url points at the node itself.")
         else:
             after = f" after {attempt} attempts" if attempt > 1 else ""
             advice = ("wait and retry, or lower qbr's parallelism" if status == 429

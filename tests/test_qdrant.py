@@ -420,6 +420,27 @@ def test_recover_shard_with_explicit_priority(api, client):
     assert route.calls.last.request.url.params["wait"] == "false"
 
 
+def test_recover_shard_from_a_bare_name_names_it(api, client):
+    route = api.put("/collections/docs/shards/0/snapshots/recover").mock(
+        return_value=err(404, "Not found: Snapshot docs-shard-0.snapshot not found")
+    )
+    with pytest.raises(QdrantError) as caught:
+        client.recover_snapshot("docs", "docs-shard-0.snapshot", shard_id=0)
+    assert body_of(route) == {"location": "docs-shard-0.snapshot", "priority": "snapshot"}
+    assert str(caught.value) == (
+        "Qdrant node http://q0:6333 (cluster 'prod') could not recover shard 0 of collection `docs` from snapshot "
+        "`docs-shard-0.snapshot`: not found (404 Not found: Snapshot docs-shard-0.snapshot not found); "
+        "check that it exists."
+    )
+
+
+def test_redirect_is_not_followed(api, client):
+    route = api.get("/collections").mock(return_value=httpx.Response(301, headers={"location": "http://x/"}))
+    with pytest.raises(QdrantError, match=r"answered 301 to GET /collections \(a redirect\); check that"):
+        client.list_collections()
+    assert route.call_count == 1
+
+
 def test_unknown_priority_is_refused_before_any_request(api, client):
     route = api.put("/collections/docs/snapshots/recover").mock(return_value=ok(True))
     with pytest.raises(QdrantError, match="use one of no_sync, snapshot, replica"):
@@ -1058,7 +1079,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def real_node() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
