@@ -6,6 +6,7 @@ Content-Length and multipart framing on a real socket, and a body cut by a close
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import io
 import json
@@ -13,6 +14,7 @@ import socket
 import threading
 import tracemalloc
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import httpx
@@ -876,6 +878,15 @@ def test_retry_after_is_capped_by_max_backoff(api, sleeps):
     )
     QdrantClient(URL, backoff=0, max_backoff=2.5, sleep=sleeps.append).list_collections()
     assert sleeps == [2.5]
+
+
+def test_retry_after_as_http_date(api, client, sleeps):
+    when = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=8), usegmt=True)
+    api.get("/collections").mock(
+        side_effect=[err(429, "slow down", headers={"Retry-After": when}), ok({"collections": []})]
+    )
+    client.list_collections()
+    assert len(sleeps) == 1 and 6.0 <= sleeps[0] <= 8.0
 
 
 def test_429_exhaustion_advises_waiting(api, client):
