@@ -1,0 +1,217 @@
+"""Emulator nodes and clusters: every node serves REST on the same port at its own loopback address."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import random
+import shutil
+import socket
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.emulator.faults import Faults
+from tests.emulator.server import NodeHTTPServer, serve_in_thread
+from tests.emulator.snapshots import SnapshotStore
+from tests.emulator.state import ClusterState
+
+P2P_PORT = 6335
+
+
+class EmulatorNode:
+    """One Qdrant peer: its address, peer id, snapshot storage, faults and request log."""
+
+    def __init__(self, cluster: EmulatorCluster, index: int, peer_id: int, data_dir: Path):
+        self.cluster = cluster
+        self.index = index
+        self.host = f"127.0.0.{index + 1}"
+        self.port = 0
+        self.peer_id = peer_id
+        self.state: ClusterState = None  # type: ignore[assignment]  # set by the cluster
+        self.faults = Faults()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.errors: list[str] = []  # tracebacks of emulator bugs and of failed background work
+        self.snapshots_dir = data_dir / "snapshots"
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshots = SnapshotStore(self, self.snapshots_dir, data_dir / "tmp")
+        self._server: NodeHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._background: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def is_up(self) -> bool:
+        return self._server is not None
+
+    def __repr__(self) -> str:
+        return f"EmulatorNode({self.url}, peer_id={self.peer_id}, up={self.is_up})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def bind(self, port: int) -> None:
+        self._server = NodeHTTPServer(self, (self.host, port))
+        self.port = self._server.server_address[1]
+
+    def serve(self) -> None:
+        assert self._server is not None
+        serve_in_thread(self._server, f"emulator-node-{self.index}")
+
+    def down(self) -> None:
+        """Refuse connections: close the listening socket and every open connection."""
+        with self._lock:
+            server, self._server = self._server, None
+            connections = list(self._connections)
+        if server is not None:
+            server.halt()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def up(self) -> None:
+        """Serve again at the same address and port."""
+        if self._server is None:
+            self.bind(self.port)
+            self.serve()
+
+    # -- bookkeeping used by the server ----------------------------------------------------
+    def track_connection(self, conn: socket.socket, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def record_request(self, method: str, path: str, query: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append((method, path, dict(query)))
+
+    def run_background(self, work: Callable[[], Any]) -> None:
+        """Run accepted (wait=false) work; failures are only recorded, as Qdrant only logs them."""
+
+        def target() -> None:
+            try:
+                work()
+            except Exception as err:  # noqa: BLE001 - background failures are data for tests
+                self.errors.append(f"background task failed: {getattr(err, 'message', err)}")
+
+        thread = threading.Thread(target=target, name=f"emulator-node-{self.index}-task", daemon=True)
+        with self._lock:
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait_background(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            threads = list(self._background)
+        for thread in threads:
+            thread.join(timeout)
+
+
+class EmulatorCluster:
+    """A Qdrant cluster of `nodes` emulator nodes (a context manager).
+
+    distributed (default: nodes > 1) shares one consensus state among the nodes, with shards
+    placed on them; otherwise each node is an independent single-node Qdrant.
+    """
+
+    def __init__(self, nodes: int = 3, api_key: str | None = None, read_only_api_key: str | None = None,
+                 version: str = "1.19.0", port: int = 0, data_dir: str | Path | None = None,
+                 distributed: bool | None = None):
+        if nodes < 1 or nodes > 250:
+            raise ValueError("nodes must be between 1 and 250")
+        self.api_key = api_key
+        self.read_only_api_key = read_only_api_key
+        self.version = version
+        self.port = port
+        self.distributed = nodes > 1 if distributed is None else distributed
+        self._own_data_dir = data_dir is None
+        self.data_dir = Path(tempfile.mkdtemp(prefix="qdrant-emulator-")) if data_dir is None else Path(data_dir)
+        rng = random.Random(uuid.uuid4().int)
+        peer_ids = [rng.randrange(1, 2**63) for _ in range(nodes)]
+        self.nodes = [EmulatorNode(self, i, peer_ids[i], self.data_dir / f"node-{i}") for i in range(nodes)]
+        if self.distributed:
+            shared = ClusterState(list(range(nodes)), dict(enumerate(peer_ids)), True)
+            for node in self.nodes:
+                node.state = shared
+        else:
+            for node in self.nodes:
+                node.state = ClusterState([node.index], {node.index: node.peer_id}, False)
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> EmulatorCluster:
+        if self.started:
+            return self
+        for attempt in range(100):
+            try:
+                self._bind_all(self.port)
+                break
+            except OSError as err:
+                for node in self.nodes:
+                    node.down()
+                if self.port or err.errno not in (errno.EADDRINUSE, errno.EACCES) or attempt == 99:
+                    raise
+        for node in self.nodes:
+            node.serve()
+        self.started = True
+        return self
+
+    def _bind_all(self, port: int) -> None:
+        first = self.nodes[0]
+        first.bind(port)
+        for node in self.nodes[1:]:
+            node.bind(first.port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.down()
+        for node in self.nodes:
+            node.wait_background(timeout=10)
+        self.started = False
+        if self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmulatorCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def p2p_uri(self, index: int) -> str:
+        return f"http://{self.nodes[index].host}:{P2P_PORT}/"
+
+    def points(self, collection: str, node: int = 0) -> dict[Any, dict]:
+        """Every point of the collection across all shards: {id: {"vector": ..., "payload": ...}}."""
+        state = self.nodes[node].state
+        found = state.resolve(collection)
+        with state.lock:
+            return {pid: copy.deepcopy(data) for shard in found.shards.values() for pid, data in shard.points.items()}
+
+    def collection_names(self, node: int = 0) -> list[str]:
+        state = self.nodes[node].state
+        with state.lock:
+            return sorted(state.collections)
+
+    def add_synthetic_collection(self, name: str, snapshot_size: int, node: int = 0) -> None:
+        """A one-shard collection on `node` whose snapshots are generated tars of about `snapshot_size` bytes."""
+        state = self.nodes[node].state
+        collection = state.create_collection(name, {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1},
+                                             synthetic_size=int(snapshot_size), replicas_on=[node])
+        collection.config["uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"qdrant-emulator/{name}"))
+
+    def wait_background(self, timeout: float = 30.0) -> None:
+        """Wait for accepted (wait=false) work on every node."""
+        for node in self.nodes:
+            node.wait_background(timeout)
