@@ -60,6 +60,181 @@ def validate(manifest_file: str | None) -> None:
     )
 
 
+def _now_option(func):
+    return click.option(
+        "--now",
+        "now_text",
+        default=None,
+        metavar="TIMESTAMP",
+        help="Plan as if it were this moment (ISO 8601, UTC if no offset): what-if runs and tests.",
+    )(func)
+
+
+def _clock(now_text: str | None) -> "Clock":
+    from qbr.records import parse_utc
+    from qbr.workflow import Clock
+
+    if now_text is None:
+        return Clock()
+    try:
+        return Clock(parse_utc(now_text))
+    except ValueError:
+        raise click.BadParameter(f"{now_text!r} is not an ISO 8601 timestamp", param_hint="--now") from None
+
+
+def _color() -> bool:
+    import os
+
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _load(manifest_file: str | None):
+    from qbr.manifest import load_manifest, resolve_manifest_path
+
+    path = resolve_manifest_path(manifest_file)
+    if path is None:
+        click.echo("No qbr.yaml here: using the embedded default manifest (see `qbr init`).", err=True)
+    return load_manifest(path)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Plans and state are written owner-only: they name hosts and collections."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+parallelism_option = click.option(
+    "--parallelism", default=8, show_default=True, type=click.IntRange(1, 256), help="Requests and actions in flight at once."
+)
+
+
+@cli.command("plan")
+@manifest_option
+@click.option("-o", "--out", "out_file", default=None, help="Save the plan as JSON, to apply later exactly as reviewed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (schemas/plan.v1.json).")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it.")
+@parallelism_option
+@_now_option
+def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
+    """Show what apply would do. Takes no lock and writes nothing (but -o)."""
+    from qbr.plan import render_plan
+    from qbr.workflow import plan_once
+
+    clock = _clock(now_text)
+    manifest = _load(manifest_file)
+    plan = plan_once(manifest, parallelism=parallelism, now=clock())
+    if as_json:
+        click.echo(plan.to_json(), nl=False)
+    else:
+        click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
+    if out_file:
+        _write_private(out_file, plan.to_json())
+        if not as_json:
+            click.echo(f"Saved the plan to {out_file}. Apply exactly it with: qbr apply {out_file}")
+    if detailed_exitcode and plan.has_changes:
+        sys.exit(2)
+
+
+@cli.command("show")
+@click.argument("plan_file")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list every kept set.")
+def show_command(plan_file, as_json, verbose) -> None:
+    """Render a saved plan."""
+    from qbr.plan import Plan, render_plan
+
+    plan = Plan.load(plan_file)
+    if as_json:
+        click.echo(plan.to_json(), nl=False)
+    else:
+        click.echo(f"Plan made {plan.created} by qbr {plan.qbr_version} from {plan.manifest_source}\n")
+        click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
+
+
+@cli.command("apply")
+@manifest_option
+@click.argument("plan_file", required=False)
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@parallelism_option
+@click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for another apply's lock.")
+@_now_option
+def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, now_text) -> None:
+    """Make the world match the manifest (or apply exactly a saved plan)."""
+    from qbr.durations import parse_duration
+    from qbr.plan import Plan, render_plan, SYMBOLS
+    from qbr.transfer import Progress
+    from qbr.workflow import apply_locked
+
+    try:
+        timeout = 0.0 if lock_timeout.strip() in ("0", "0s") else parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
+    clock = _clock(now_text)
+    saved = Plan.load(plan_file) if plan_file else None
+    manifest = _load(manifest_file)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if saved is None and not auto_approve and not interactive:
+        raise QbrError("apply needs confirmation but there is no terminal to ask on; pass --auto-approve (or apply a saved plan)")
+
+    def on_plan(plan) -> None:
+        if saved is None:
+            click.echo(render_plan(plan, color=_color()), nl=False)
+
+    def confirm(plan) -> bool:
+        if saved is not None or auto_approve:
+            return True
+        answer = click.prompt("Apply these actions? Only 'yes' is accepted", default="", show_default=False)
+        if answer.strip() != "yes":
+            click.echo("Apply cancelled.")
+            return False
+        return True
+
+    def on_outcome(outcome, action) -> None:
+        mark = {"done": "done", "failed": "FAILED", "skipped": "skipped"}[outcome.status]
+        line = f"{SYMBOLS[action.change]} {action.title}: {mark} ({outcome.seconds:.1f}s)"
+        click.echo(line)
+        if outcome.message:
+            click.echo(f"    {outcome.message}", err=outcome.status == "failed")
+
+    report = apply_locked(
+        manifest,
+        saved_plan=saved,
+        parallelism=parallelism,
+        lock_timeout=timeout,
+        clock=clock,
+        confirm=confirm,
+        on_plan=on_plan,
+        on_outcome=on_outcome,
+        warn=lambda message: click.echo(f"Warning: {message}", err=True),
+        progress=Progress(),
+    )
+    if report is None:
+        return
+    click.echo(
+        f"Apply {'complete' if report.ok else 'incomplete'}: {report.count('done')} done, "
+        f"{report.count('failed')} failed, {report.count('skipped')} skipped."
+    )
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command("force-unlock")
+@manifest_option
+@click.argument("lock_id")
+def force_unlock_command(manifest_file, lock_id) -> None:
+    """Remove the state lock left by a dead apply (its ID is in the lock error)."""
+    from qbr.state import StateStore, force_unlock
+
+    manifest = _load(manifest_file)
+    held = force_unlock(StateStore(manifest.state), lock_id)
+    click.echo(f"Removed the lock held by {held.holder()}.")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="qbr")

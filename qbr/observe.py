@@ -81,6 +81,15 @@ class ArchiveObject:
 
 
 @dataclass(frozen=True)
+class PendingObject:
+    """An upload that began and never finished (S3 multipart, or a local temp file)."""
+
+    key: str
+    upload_id: str
+    initiated: str  # UTC ISO
+
+
+@dataclass(frozen=True)
 class BrokenSet:
     key: str
     problem: str
@@ -93,7 +102,7 @@ class RepositoryState:
     can_presign: bool
     sets: tuple[SetRecord, ...]
     archives: dict[str, ArchiveObject]
-    pending_uploads: tuple[ArchiveObject, ...] = ()  # key, 0, initiated
+    pending_uploads: tuple[PendingObject, ...] = ()
     broken_sets: tuple[BrokenSet, ...] = ()
 
     def sets_of(self, backup: str) -> list[SetRecord]:
@@ -253,7 +262,7 @@ def _observe_repository(connections: Connections, name: str) -> RepositoryState:
     archives = {
         o.key: ArchiveObject(o.key, o.size, _iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
     }
-    pending = tuple(ArchiveObject(p.key, 0, _iso(p.initiated)) for p in repo.pending_uploads())
+    pending = tuple(PendingObject(p.key, p.upload_id, _iso(p.initiated)) for p in repo.pending_uploads())
     return RepositoryState(
         name=name,
         description=repo.describe(),

@@ -106,19 +106,12 @@ class StateStore:
 
     def read(self) -> State:
         """The current state (empty when there is none yet); remembers its etag for write()."""
-        info = self.repo.head(self.key)
-        if info is None:
-            self._etag = None
-            return State()
         try:
-            raw = self.repo.get_bytes(self.key)
+            raw, info = self.repo.get_with_info(self.key)
         except NotFoundError:
             self._etag = None
             return State()
         self._etag = info.etag
-        current = self.repo.head(self.key)
-        if current is not None and current.etag != info.etag:
-            raise StateError(f"the state file {self.describe()} changed while being read; run the command again")
         if not raw.strip():
             raise StateError(f"the state file {self.describe()} is empty; restore it from a copy or delete it")
         return State.from_json(raw, self.describe())

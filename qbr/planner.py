@@ -1,0 +1,648 @@
+"""plan(manifest, observed, state, now) -> Plan. Pure: no I/O, no clock, no randomness.
+
+Nearly all of qbr's decisions live here: which backups are due, which collections are
+copied and which carried by reference, which sets retention deletes and which archives
+garbage collection sweeps, which restore targets are (re)recovered and from which set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from qbr.durations import format_duration
+from qbr.errors import PlanError
+from qbr.manifest import BackupConfig, Manifest, RestoreConfig
+from qbr.observe import ClusterState, CollectionState, Observed, RepositoryState, version_tuple
+from qbr.plan import Action, Note, Plan
+from qbr.records import CollectionRecord, SetRecord, parse_utc, set_id_for, set_key, utc_iso
+from qbr.retention import SetSummary, decide_retention, describe_policy
+from qbr.state import State
+
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class PlannedSet:
+    """A set this plan will create: what restores in the same plan can rely on."""
+
+    backup: str
+    set_id: str
+    created: datetime
+    commit_action: str
+    copied_in: dict[str, str]  # collection -> set id whose archives it will hold
+    aliases: dict[str, tuple[str, ...]]
+    qdrant_version: str
+
+
+@dataclass
+class _Draft:
+    actions: list[Action] = field(default_factory=list)
+    unchanged: list[Note] = field(default_factory=list)
+    kept: list[Note] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+
+def human_bytes(size: int | None) -> str:
+    if size is None:
+        return "size known after the backup runs"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def plan(
+    manifest: Manifest,
+    observed: Observed,
+    state: State,
+    now: datetime,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+) -> Plan:
+    """Diff the manifest against the observed world and the state; return what apply must do."""
+    draft = _Draft()
+    planned: dict[str, PlannedSet] = {}
+    for backup in manifest.backups.values():
+        planned_set = _plan_backup(draft, backup, observed, now)
+        if planned_set is not None:
+            planned[backup.name] = planned_set
+    selected_by_restores: dict[tuple[str, str], list[str]] = {}
+    for restore in manifest.restores.values():
+        _plan_restore(draft, manifest, restore, observed, state, planned, now, selected_by_restores)
+    for repo_name in sorted({b.repository for b in manifest.backups.values()}):
+        _plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
+    _plan_node_snapshot_cleanup(draft, observed, state)
+    if draft.refusals:
+        raise PlanError("\n".join(f"Error: {r}" for r in draft.refusals))
+    return Plan(
+        created=utc_iso(now),
+        manifest_source=manifest.source,
+        manifest_sha256=manifest.sha256,
+        state_location=manifest.state.describe(),
+        state_lineage=state.lineage,
+        state_serial=state.serial,
+        actions=tuple(_as_json_data(a) for a in draft.actions),
+        unchanged=tuple(draft.unchanged),
+        kept=tuple(draft.kept),
+        warnings=tuple(draft.warnings),
+    )
+
+
+def _as_json_data(action: Action) -> Action:
+    """Actions hold JSON-native data only (lists, not tuples), so a saved plan reads back equal."""
+    return replace(
+        action,
+        target=json.loads(json.dumps(action.target)),
+        precondition=json.loads(json.dumps(action.precondition)),
+        params=json.loads(json.dumps(action.params)),
+    )
+
+
+# ---------------------------------------------------------------- backups
+
+
+def _newest_record_of(sets: list[SetRecord], collection: str) -> CollectionRecord | None:
+    for record in sets:  # newest first
+        if collection in record.collections:
+            return record.collections[collection]
+    return None
+
+
+def _archives_intact(record: CollectionRecord, repo: RepositoryState) -> bool:
+    return all(
+        a.key in repo.archives and repo.archives[a.key].size == a.size for a in record.archives
+    )
+
+
+def _unique_set_id(now: datetime, existing: set[str]) -> str:
+    base = set_id_for(now)
+    candidate, n = base, 1
+    while candidate in existing:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: datetime) -> PlannedSet | None:
+    group = f"backup {backup.name} (cluster {backup.cluster} -> repository {backup.repository})"
+    cluster = observed.clusters[backup.cluster]
+    repo = observed.repositories[backup.repository]
+    sets = repo.sets_of(backup.name)
+    newest = sets[0] if sets else None
+    selected = [c for c in cluster.collection_names if backup.selects(c) and c in cluster.collections]
+    if not selected:
+        draft.warnings.append(
+            f"backup {backup.name}: no collection on cluster {backup.cluster} matches {list(backup.collections)}"
+        )
+        return None
+    if newest is not None:
+        age = now - newest.created_at
+        if age < backup.rpo:
+            draft.unchanged.append(
+                Note(group, f"set {newest.set_id}", f"the newest set is {format_duration(age)} old, within the rpo of {format_duration(backup.rpo)}")
+            )
+            return None
+        why = f"the newest set {newest.set_id} is {format_duration(age)} old, past the rpo of {format_duration(backup.rpo)}"
+    else:
+        why = "this backup has no set yet"
+    set_id = _unique_set_id(now, {s.set_id for s in sets})
+    commit_id = f"backup.{backup.name}.{set_id}.commit"
+    copy_ids: dict[str, list[str]] = {}
+    carried: dict[str, dict[str, Any]] = {}
+    copied_in: dict[str, str] = {}
+    node_load: dict[str, int] = {}
+    for name in selected:
+        current = cluster.collections[name]
+        previous = _newest_record_of(sets, name)
+        if (
+            backup.only_changed
+            and previous is not None
+            and previous.points_count == current.points_count
+            and previous.config_sha256 == current.config_sha256
+            and _archives_intact(previous, repo)
+        ):
+            carried[name] = asdict(previous)
+            copied_in[name] = previous.copied_in
+            draft.unchanged.append(
+                Note(
+                    group,
+                    f"collection {name} (referenced from set {previous.copied_in})",
+                    f"unchanged since it was copied: {current.points_count} points, same config",
+                )
+            )
+            continue
+        copied_in[name] = set_id
+        copy_ids[name] = []
+        change_reason = (
+            "it is new to this backup"
+            if previous is None
+            else "only_changed is off"
+            if not backup.only_changed
+            else f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points"
+            + (", config changed)" if previous.config_sha256 != current.config_sha256 else ")")
+            if (previous.points_count != current.points_count or previous.config_sha256 != current.config_sha256)
+            else f"archives of set {previous.copied_in} are missing from the repository"
+        )
+        for unit in _snapshot_units(draft, backup, cluster, current, node_load):
+            action_id = f"backup.{backup.name}.{set_id}.copy.{name}" + (
+                f".shard-{unit['shard_id']}" if unit["shard_id"] is not None else ""
+            )
+            where = f"shard {unit['shard_id']} " if unit["shard_id"] is not None else ""
+            draft.actions.append(
+                Action(
+                    id=action_id,
+                    kind="copy_archive",
+                    change="create",
+                    group=group,
+                    title=f"copy collection {name} {where}from node {unit['node']} into set {set_id}",
+                    reason=change_reason,
+                    target={"cluster": backup.cluster, "node": unit["node"], "collection": name, "shard_id": unit["shard_id"]},
+                    precondition={"collection_exists": True, "shard_local": unit["shard_id"] is not None},
+                    params={
+                        "repository": backup.repository,
+                        "backup": backup.name,
+                        "set_id": set_id,
+                        "cluster": backup.cluster,
+                        "node": unit["node"],
+                        "collection": name,
+                        "shard_id": unit["shard_id"],
+                        "kind": unit["kind"],
+                        "shard_ids": unit["shard_ids"],
+                    },
+                )
+            )
+            copy_ids[name].append(action_id)
+    aliases = {name: cluster.collections[name].aliases for name in selected} if backup.aliases else {}
+    draft.actions.append(
+        Action(
+            id=commit_id,
+            kind="commit_set",
+            change="create",
+            group=group,
+            title=f"set {set_id}: {len(copy_ids)} collections copied, {len(carried)} referenced",
+            reason=why,
+            target={"repository": backup.repository, "key": set_key(backup.name, set_id)},
+            depends_on=tuple(i for ids in copy_ids.values() for i in ids),
+            precondition={"set_absent": True, "newest_set": newest.set_id if newest else None},
+            params={
+                "repository": backup.repository,
+                "backup": backup.name,
+                "set_id": set_id,
+                "created": utc_iso(now),
+                "cluster": backup.cluster,
+                "qdrant_version": cluster.version,
+                "copied": copy_ids,
+                "carried": carried,
+                "aliases": {k: list(v) for k, v in aliases.items()},
+            },
+        )
+    )
+    return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
+
+
+def _snapshot_units(
+    draft: _Draft, backup: BackupConfig, cluster: ClusterState, collection: CollectionState, node_load: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Which snapshots cover every shard: one collection snapshot on a single node; otherwise one
+    shard snapshot per shard, taken on the least-loaded node holding an active replica of it."""
+    if len(cluster.nodes) == 1:
+        node = cluster.nodes[0].url
+        return [{"node": node, "shard_id": None, "kind": "collection", "shard_ids": list(range(collection.shard_number))}]
+    units = []
+    for shard_id in range(collection.shard_number):
+        holders = sorted(r.node for r in collection.replicas if r.shard_id == shard_id and r.state == "Active")
+        if not holders:
+            draft.refusals.append(
+                f"backup {backup.name}: shard {shard_id} of collection {collection.name} has no active replica on "
+                f"cluster {backup.cluster}, so it cannot be backed up; repair the cluster, then plan again"
+            )
+            continue
+        node = min(holders, key=lambda url: (node_load.get(url, 0), url))
+        node_load[node] = node_load.get(node, 0) + 1
+        units.append({"node": node, "shard_id": shard_id, "kind": "shard", "shard_ids": [shard_id]})
+    return units
+
+
+# ---------------------------------------------------------------- restores
+
+
+def version_refusal(snapshot_version: str, target_version: str) -> str | None:
+    """Why a snapshot made by one Qdrant version must not be restored into another, or None."""
+    made, target = version_tuple(snapshot_version), version_tuple(target_version)
+    if target < made:
+        return f"it runs Qdrant {target_version}, older than the {snapshot_version} that made the snapshot; upgrade it first"
+    if target[0] != made[0] or target[1] - made[1] > 1:
+        return (
+            f"it runs Qdrant {target_version}, more than one minor version newer than the {snapshot_version} "
+            "that made the snapshot (Qdrant restores the same or the next minor only); restore into a matching version first"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _Source:
+    set_id: str
+    created: datetime
+    collections: dict[str, str]  # name -> copied_in
+    aliases: dict[str, tuple[str, ...]]
+    sizes: dict[str, int | None]
+    qdrant_version: str
+    depends_on: tuple[str, ...]
+
+
+def _select_source(
+    restore: RestoreConfig, backup: BackupConfig, repo: RepositoryState, planned: PlannedSet | None
+) -> _Source | None:
+    candidates: list[_Source] = []
+    if planned is not None:
+        candidates.append(
+            _Source(
+                planned.set_id,
+                planned.created,
+                dict(planned.copied_in),
+                dict(planned.aliases),
+                {},
+                planned.qdrant_version,
+                (planned.commit_action,),
+            )
+        )
+    for record in repo.sets_of(backup.name):
+        candidates.append(
+            _Source(
+                record.set_id,
+                record.created_at,
+                {n: c.copied_in for n, c in record.collections.items()},
+                {n: c.aliases for n, c in record.collections.items()},
+                {n: sum(a.size for a in c.archives) for n, c in record.collections.items()},
+                record.qdrant_version,
+                (),
+            )
+        )
+    for source in candidates:  # newest first
+        if restore.at is None or source.created <= restore.at:
+            return source
+    return None
+
+
+def _plan_restore(
+    draft: _Draft,
+    manifest: Manifest,
+    restore: RestoreConfig,
+    observed: Observed,
+    state: State,
+    planned: dict[str, PlannedSet],
+    now: datetime,
+    selected_by_restores: dict[tuple[str, str], list[str]],
+) -> None:
+    group = f"restore {restore.name} (backup {restore.from_backup} -> cluster {restore.to})"
+    backup = manifest.backups[restore.from_backup]
+    repo = observed.repositories[backup.repository]
+    target = observed.clusters[restore.to]
+    source = _select_source(restore, backup, repo, planned.get(backup.name))
+    if source is None:
+        at = "latest" if restore.at is None else utc_iso(restore.at)
+        if restore.at is not None and repo.sets_of(backup.name):
+            draft.refusals.append(f"restore {restore.name}: backup {backup.name} has no set at or before {at}")
+        else:
+            draft.unchanged.append(Note(group, "nothing to restore", f"backup {backup.name} has no set yet"))
+        return
+    if not source.depends_on:
+        selected_by_restores.setdefault((backup.repository, backup.name), []).append(source.set_id)
+    refusal = version_refusal(source.qdrant_version, target.version)
+    if refusal:
+        draft.refusals.append(
+            f"restore {restore.name}: refusing to restore set {source.set_id} into cluster {restore.to}: {refusal}"
+        )
+        return
+    provenance = state.restores.get(restore.name, {})
+    restore_ids: list[str] = []
+    desired_aliases: dict[str, str] = {}
+    targets_restored: set[str] = set()
+    owned = {restore.target_name(s) for s in source.collections} - {None}
+    for source_name in sorted(source.collections):
+        target_name = restore.target_name(source_name)
+        if target_name is None:
+            continue
+        for other in manifest.backups.values():
+            if other.cluster == restore.to and other.selects(target_name):
+                draft.refusals.append(
+                    f"restore {restore.name}: refusing to restore into collection {target_name} on cluster "
+                    f"{restore.to}, because backup {other.name} backs it up; map it to another name in the "
+                    "restore's collections"
+                )
+                break
+        else:
+            for alias in source.aliases.get(source_name, ()):
+                desired_aliases[alias] = target_name
+            copied_in = source.collections[source_name]
+            exists = target_name in target.collection_names
+            known = provenance.get(target_name)
+            title = (
+                f"collection {target_name} on cluster {restore.to} from set {source.set_id} "
+                f"collection {source_name} ({human_bytes(source.sizes.get(source_name))})"
+            )
+            if exists and known and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
+                draft.unchanged.append(
+                    Note(group, f"collection {target_name}", f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {source.set_id} holds the same data")
+                )
+                continue
+            if exists and restore.if_exists == "skip":
+                draft.unchanged.append(
+                    Note(group, f"collection {target_name}", "it exists and if_exists is skip")
+                )
+                continue
+            if exists and restore.if_exists == "fail":
+                draft.refusals.append(
+                    f"restore {restore.name}: collection {target_name} already exists on cluster {restore.to} "
+                    "and if_exists is fail; delete it, or set if_exists to skip or replace"
+                )
+                continue
+            if not exists:
+                reason = "it does not exist on the target cluster"
+            elif known:
+                reason = f"it holds set {known.get('set_id')}'s data, and the restore now selects set {source.set_id}"
+            else:
+                reason = "it exists but was not restored by qbr, and if_exists is replace"
+            via = restore.via
+            if via == "auto":
+                via = "url" if repo.can_presign else "upload"
+            action_id = f"restore.{restore.name}.{target_name}"
+            draft.actions.append(
+                Action(
+                    id=action_id,
+                    kind="restore_collection",
+                    change="replace" if exists else "create",
+                    group=group,
+                    title=title,
+                    reason=reason,
+                    target={"cluster": restore.to, "collection": target_name},
+                    depends_on=source.depends_on,
+                    precondition={"target_exists": exists},
+                    params={
+                        "restore": restore.name,
+                        "backup": backup.name,
+                        "repository": backup.repository,
+                        "set_id": source.set_id,
+                        "source_collection": source_name,
+                        "copied_in": copied_in,
+                        "target_cluster": restore.to,
+                        "target_collection": target_name,
+                        "via": via,
+                    },
+                )
+            )
+            restore_ids.append(action_id)
+            targets_restored.add(target_name)
+    if restore.aliases:
+        _plan_aliases(draft, group, restore, target, desired_aliases, owned, targets_restored, restore_ids)
+
+
+def _plan_aliases(
+    draft: _Draft,
+    group: str,
+    restore: RestoreConfig,
+    target: ClusterState,
+    desired: dict[str, str],
+    owned: set[str | None],
+    restored_now: set[str],
+    restore_ids: list[str],
+) -> None:
+    """Point the set's aliases at the restored collections, in one atomic alias update,
+    without touching aliases that point at collections this restore does not own."""
+    changes: dict[str, str] = {}
+    for alias, collection in sorted(desired.items()):
+        current = target.aliases.get(alias)
+        if current == collection and collection not in restored_now:
+            continue
+        if current is not None and current != collection and current not in owned:
+            draft.unchanged.append(
+                Note(group, f"alias {alias}", f"it points at collection {current}, which this restore does not own")
+            )
+            continue
+        if alias in target.collection_names:
+            draft.unchanged.append(Note(group, f"alias {alias}", "a collection of that name exists on the target"))
+            continue
+        changes[alias] = collection
+    if not changes:
+        return
+    draft.actions.append(
+        Action(
+            id=f"restore.{restore.name}.aliases",
+            kind="update_aliases",
+            change="update",
+            group=group,
+            title="aliases " + ", ".join(f"{a} -> {c}" for a, c in changes.items()) + f" on cluster {restore.to}",
+            reason="collection snapshots do not hold aliases; the set recorded them",
+            target={"cluster": restore.to},
+            depends_on=tuple(restore_ids),
+            params={
+                "cluster": restore.to,
+                "actions": [{"create_alias": {"collection_name": c, "alias_name": a}} for a, c in changes.items()],
+            },
+        )
+    )
+
+
+# ---------------------------------------------------------------- retention and garbage
+
+
+def _plan_retention(
+    draft: _Draft,
+    manifest: Manifest,
+    repo: RepositoryState,
+    planned: dict[str, PlannedSet],
+    selected_by_restores: dict[tuple[str, str], list[str]],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    deleted: dict[str, SetRecord] = {}
+    delete_ids: list[str] = []
+    for backup in manifest.backups.values():
+        if backup.repository != repo.name:
+            continue
+        group = f"backup {backup.name} (cluster {backup.cluster} -> repository {backup.repository})"
+        sets = repo.sets_of(backup.name)
+        summaries = [SetSummary(s.set_id, s.created_at, True) for s in sets]
+        new = planned.get(backup.name)
+        if new is not None:
+            summaries.append(SetSummary(new.set_id, new.created, True))
+        protected = set(selected_by_restores.get((repo.name, backup.name), ()))
+        for decision in decide_retention(summaries, backup.retention):
+            record = next((s for s in sets if s.set_id == decision.set_id), None)
+            if record is None:
+                continue  # the planned set: kept (it is the newest)
+            if decision.keep:
+                draft.kept.append(Note(group, f"set {decision.set_id}", ", ".join(decision.reasons)))
+                continue
+            if decision.set_id in protected:
+                draft.kept.append(Note(group, f"set {decision.set_id}", "selected by a restore in this manifest"))
+                continue
+            action_id = f"retention.{backup.name}.{decision.set_id}.delete"
+            draft.actions.append(
+                Action(
+                    id=action_id,
+                    kind="delete_set",
+                    change="delete",
+                    group=group,
+                    title=f"set {decision.set_id} ({len(record.collections)} collections)",
+                    reason="; ".join(decision.reasons) or f"not kept by {describe_policy(backup.retention)}",
+                    target={"repository": repo.name, "key": set_key(backup.name, decision.set_id)},
+                    depends_on=(new.commit_action,) if new is not None else (),
+                    precondition={"set_exists": True, "newer_set_exists": True},
+                    params={"repository": repo.name, "backup": backup.name, "set_id": decision.set_id},
+                )
+            )
+            delete_ids.append(action_id)
+            deleted[decision.set_id + "/" + backup.name] = record
+    _plan_garbage(draft, repo, planned, deleted, delete_ids, now, grace)
+
+
+def _plan_garbage(
+    draft: _Draft,
+    repo: RepositoryState,
+    planned: dict[str, PlannedSet],
+    deleted: dict[str, SetRecord],
+    delete_ids: list[str],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    """Mark and sweep: an archive no remaining set references goes, after its sets; one that no
+    set ever referenced (an interrupted upload) goes once it is older than the grace period."""
+    group = f"repository {repo.name} ({repo.description})"
+    gone = {id(r) for r in deleted.values()}
+    referenced: set[str] = set()
+    for record in repo.sets:
+        if id(record) not in gone:
+            referenced |= record.archive_keys()
+    # Sets this plan creates keep their carried archives.
+    for new in planned.values():
+        for record in repo.sets_of(new.backup):
+            for name, copied_in in new.copied_in.items():
+                if copied_in == record.set_id and name in record.collections:
+                    referenced |= {a.key for a in record.collections[name].archives}
+    once_referenced: set[str] = set()
+    for record in deleted.values():
+        once_referenced |= record.archive_keys()
+    for key, archive in repo.archives.items():
+        if key in referenced:
+            continue
+        if key in once_referenced:
+            reason = "no set references it once the sets above are deleted"
+            depends = tuple(delete_ids)
+        else:
+            age = now - parse_utc(archive.modified)
+            if repo.broken_sets or age < grace:
+                continue
+            reason = f"no set references it (left by an interrupted run {format_duration(age)} ago, past the {format_duration(grace)} grace period)"
+            depends = ()
+        draft.actions.append(
+            Action(
+                id=f"gc.{repo.name}.{key}",
+                kind="delete_archive",
+                change="delete",
+                group=group,
+                title=f"archive {key} ({human_bytes(archive.size)})",
+                reason=reason,
+                target={"repository": repo.name, "key": key},
+                depends_on=depends,
+                precondition={"unreferenced": True},
+                params={"repository": repo.name, "key": key},
+            )
+        )
+    if repo.broken_sets:
+        draft.warnings.append(
+            f"repository {repo.name}: {len(repo.broken_sets)} set records cannot be read ({repo.broken_sets[0].key}: "
+            f"{repo.broken_sets[0].problem}); archives nobody references are kept until they are repaired or removed"
+        )
+    for pending in repo.pending_uploads:
+        age = now - parse_utc(pending.initiated)
+        if age < grace:
+            continue
+        draft.actions.append(
+            Action(
+                id=f"gc.{repo.name}.upload.{pending.key}.{pending.upload_id}",
+                kind="abort_upload",
+                change="delete",
+                group=group,
+                title=f"unfinished upload of {pending.key}",
+                reason=f"it was started {format_duration(age)} ago and never completed (grace {format_duration(grace)})",
+                target={"repository": repo.name, "key": pending.key},
+                params={"repository": repo.name, "key": pending.key, "upload_id": pending.upload_id, "initiated": pending.initiated},
+            )
+        )
+
+
+def _plan_node_snapshot_cleanup(draft: _Draft, observed: Observed, state: State) -> None:
+    """Snapshots qbr made on a node and did not get to delete (a killed run) are deleted, so
+    Qdrant's disk does not fill. Only snapshots qbr recorded as its own are touched."""
+    for entry in state.node_snapshots:
+        cluster = observed.clusters.get(str(entry.get("cluster")))
+        if cluster is None:
+            continue
+        collection = cluster.collections.get(str(entry.get("collection")))
+        if collection is None:
+            continue
+        present = any(
+            s.node == entry.get("node") and s.name == entry.get("name") and s.shard_id == entry.get("shard_id")
+            for s in collection.node_snapshots
+        )
+        if not present:
+            continue
+        shard = entry.get("shard_id")
+        draft.actions.append(
+            Action(
+                id=f"cleanup.{cluster.name}.{entry['node']}.{entry['collection']}.{shard}.{entry['name']}",
+                kind="delete_node_snapshot",
+                change="delete",
+                group=f"cluster {cluster.name}",
+                title=f"snapshot {entry['name']} of collection {entry['collection']} on node {entry['node']}",
+                reason="qbr made it during a run that stopped before deleting it",
+                target={"cluster": cluster.name, "node": entry["node"], "collection": entry["collection"], "shard_id": shard},
+                params=dict(entry),
+            )
+        )

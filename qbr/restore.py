@@ -1,0 +1,154 @@
+"""Carry out one restore_collection action: put a set's collection onto a target cluster.
+
+Topology, n source nodes to x target nodes: a single-node target gets the archive recovered
+directly (Qdrant creates the collection from the snapshot's config). Otherwise the collection
+is created from the recorded config with its shard count and a replication factor that fits
+the target, and each archive is recovered on the node(s) holding its shards: a shard archive
+on one node holding that shard, a whole-collection archive on every node holding any shard
+(each node keeps what is local to it). Bytes reach Qdrant from a short-lived presigned URL
+(never printed or stored) or, when the node cannot fetch from the repository, through the
+upload endpoint, streamed; the uploaded copy Qdrant leaves behind is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING, Any
+
+from qbr.errors import ChecksumError, QbrError, QdrantError
+from qbr.qdrant import QdrantClient, create_body_from_config
+from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
+
+if TYPE_CHECKING:
+    from qbr.apply import Applier
+    from qbr.plan import Action
+
+PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
+PRESIGN_SECONDS = 900
+
+
+def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
+    p = action.params
+    conn = applier.connections
+    repo = conn.repository(p["repository"])
+    key = set_key(p["backup"], p["set_id"])
+    try:
+        record = SetRecord.from_json(repo.get_bytes(key), key)
+    except QbrError as error:
+        raise QbrError(f"cannot read set {p['backup']}/{p['set_id']} to restore from: {error}") from None
+    source = record.collections.get(p["source_collection"])
+    if source is None:
+        raise QbrError(f"set {p['set_id']} holds no collection {p['source_collection']}; run qbr plan again")
+    for archive in source.archives:
+        head = repo.head(archive.key)
+        if head is None:
+            raise ChecksumError(f"archive {archive.key} of set {p['set_id']} is missing from the repository; it cannot be restored")
+        if head.size != archive.size:
+            raise ChecksumError(
+                f"archive {archive.key} of set {p['set_id']} is {head.size} bytes, the set recorded {archive.size}; "
+                "it is damaged and was not restored (run qbr verify)"
+            )
+    cluster, target = p["target_cluster"], p["target_collection"]
+    nodes = conn.cluster_nodes(cluster)
+    seed = conn.client(cluster, nodes[0].url)
+    exists = seed.collection_exists(target)
+    if exists != bool(action.precondition.get("target_exists")):
+        raise QbrError(
+            f"collection {target} on cluster {cluster} {'appeared' if exists else 'disappeared'} since the plan; run qbr plan again"
+        )
+    journal: list[dict[str, Any]] = []
+    direct = len(nodes) == 1 and all(a.kind == "collection" for a in source.archives)
+    if direct:
+        for archive in source.archives:
+            _recover(applier, seed, repo, target, archive, None, p["via"])
+            journal.append({"archive": archive.key, "node": nodes[0].url})
+    else:
+        if exists and not _compatible(seed.collection_info(target), source):
+            seed.delete_collection(target)
+            exists = False
+        if not exists:
+            replication = max(1, min(_replication_factor(source), len(nodes)))
+            seed.create_collection(
+                target, create_body_from_config(source.config, shard_number=source.shard_number, replication_factor=replication)
+            )
+        holders = _shard_holders(conn, cluster, nodes, target)
+        for archive in source.archives:
+            if archive.kind == "shard":
+                shard_id = archive.shard_ids[0]
+                if shard_id not in holders:
+                    raise QbrError(f"no node of cluster {cluster} holds shard {shard_id} of collection {target}; it cannot be restored")
+                node = holders[shard_id][0]
+                _recover(applier, conn.client(cluster, node), repo, target, archive, shard_id, p["via"])
+                journal.append({"archive": archive.key, "shard_id": shard_id, "node": node})
+            else:
+                wanted = sorted({n for s in archive.shard_ids for n in holders.get(s, [])})
+                for node in wanted:
+                    _recover(applier, conn.client(cluster, node), repo, target, archive, None, p["via"])
+                    journal.append({"archive": archive.key, "node": node})
+    points = seed.count_points(target, exact=True)
+    if points != source.points_count:
+        raise QbrError(
+            f"restored collection {target} on cluster {cluster} has {points} points, but set {p['set_id']} recorded "
+            f"{source.points_count}; the restore is not trusted (run qbr verify, then apply again)"
+        )
+    provenance = {
+        "backup": p["backup"],
+        "set_id": p["set_id"],
+        "copied_in": source.copied_in,
+        "source_collection": p["source_collection"],
+        "cluster": cluster,
+        "restored_at": utc_iso(applier.clock()),
+        "points_count": points,
+    }
+    with applier._state_lock:
+        applier.state.restores.setdefault(p["restore"], {})[target] = provenance
+    return {"journal": {"points": points, "recovered": journal}}
+
+
+def _replication_factor(source: CollectionRecord) -> int:
+    return int((source.config.get("params") or {}).get("replication_factor") or 1)
+
+
+def _compatible(info: dict[str, Any], source: CollectionRecord) -> bool:
+    """Qdrant recovers over an existing collection only with the same vectors and shard count."""
+    params = (info.get("config") or {}).get("params") or {}
+    wanted = source.config.get("params") or {}
+    return params.get("vectors") == wanted.get("vectors") and int(params.get("shard_number") or 1) == source.shard_number
+
+
+def _shard_holders(conn: Any, cluster: str, nodes: list[Any], collection: str) -> dict[int, list[str]]:
+    holders: dict[int, list[str]] = {}
+    for node in nodes:
+        view = conn.client(cluster, node.url).collection_cluster(collection)
+        for shard in view.get("local_shards") or []:
+            holders.setdefault(int(shard["shard_id"]), []).append(node.url)
+    return {s: sorted(n) for s, n in holders.items()}
+
+
+def _recover(
+    applier: "Applier", client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
+) -> None:
+    if via == "url":
+        url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
+        if url is None:
+            via = "upload"
+        else:
+            client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256)
+            return
+    filename = posixpath.basename(archive.key)
+    applier.progress.expect(archive.size)
+    client.upload_snapshot(
+        collection,
+        lambda: repo.open_read(archive.key),
+        filename=filename,
+        size=archive.size,
+        shard_id=shard_id,
+        priority=PRIORITY,
+        checksum=archive.sha256,
+    )
+    # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.
+    try:
+        client.delete_snapshot(collection, filename, shard_id=shard_id)
+    except QdrantError as error:
+        if error.status != 404:
+            raise

@@ -1,0 +1,119 @@
+"""Streaming copy with sha256 computed on the fly, and a progress line on a terminal only.
+
+Bytes flow chunk by chunk from a source iterator into a sink (a repository's put_stream, or
+Qdrant's upload endpoint); nothing holds a whole archive, so memory stays flat whatever the
+size. A size or checksum mismatch raises from inside the iterator, before the last chunk is
+handed over, so an atomic sink (multipart upload, temp + rename) never commits bad bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Iterable, Iterator
+
+from qbr.errors import ChecksumError
+
+
+@dataclass
+class Digest:
+    """Filled in as bytes pass: how many, and their sha256 once the stream ended."""
+
+    size: int = 0
+    sha256: str | None = None
+
+
+def verified(
+    chunks: Iterable[bytes],
+    digest: Digest,
+    *,
+    what: str,
+    expected_size: int | None = None,
+    expected_sha256: str | None = None,
+    progress: "Progress | None" = None,
+) -> Iterator[bytes]:
+    """Yield `chunks` unchanged while hashing them; raise ChecksumError at the end on a mismatch.
+
+    The check runs before the generator is exhausted, so the consumer sees the error instead
+    of a clean end of stream and can abort its write."""
+    hasher = hashlib.sha256()
+    size = 0
+    pending: bytes | None = None
+    for chunk in chunks:
+        if not chunk:
+            continue
+        hasher.update(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress.advance(len(chunk))
+        if pending is not None:
+            yield pending
+        pending = chunk
+    sha = hasher.hexdigest()
+    digest.size, digest.sha256 = size, sha
+    if expected_size is not None and size != expected_size:
+        raise ChecksumError(
+            f"{what}: got {size} bytes where {expected_size} were expected (cut short or altered); nothing was stored"
+        )
+    if expected_sha256 is not None and sha != expected_sha256.strip().lower():
+        raise ChecksumError(
+            f"{what}: sha256 {sha[:16]}… does not match the expected {expected_sha256[:16]}…; the bytes were "
+            "corrupted on the way, nothing was stored"
+        )
+    if pending is not None:
+        yield pending
+
+
+def human_rate(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+class Progress:
+    """One aggregate line (bytes, rate, ETA) rewritten in place; silent unless on a terminal."""
+
+    def __init__(self, enabled: bool | None = None, stream: IO[str] | None = None, interval: float = 0.25) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.interval = interval
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._shown = False
+
+    def expect(self, size: int | None) -> None:
+        with self._lock:
+            self.total += size or 0
+
+    def advance(self, size: int) -> None:
+        with self._lock:
+            self.done += size
+            now = time.monotonic()
+            if self.enabled and now - self._last >= self.interval:
+                self._last = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.done / elapsed
+        total = max(self.total, self.done)
+        eta = (total - self.done) / rate if rate > 0 and total else 0
+        line = f"  {human_rate(self.done)} / {human_rate(total)}  {human_rate(rate)}/s  ETA {eta:.0f}s"
+        self.stream.write("\r" + line.ljust(60))
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self.enabled and self._shown:
+                self.stream.write("\r" + " " * 60 + "\r")
+                self.stream.flush()
+                self._shown = False

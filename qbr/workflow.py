@@ -1,0 +1,111 @@
+"""The two workflows the CLI offers, wired from the pipeline's pieces: plan and apply.
+
+load -> observe -> plan (pure) -> apply. This module only sequences them and takes the lock;
+every decision lives in the planner, every effect in apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from qbr.apply import Applier, ApplyReport, Outcome
+from qbr.connections import Connections
+from qbr.errors import StalePlanError
+from qbr.manifest import Manifest
+from qbr.observe import observe
+from qbr.plan import Action, Plan
+from qbr.planner import plan as make_plan
+from qbr.state import State, StateLock, StateStore
+from qbr.transfer import Progress
+
+
+@dataclass
+class Clock:
+    """The run's idea of now: the real clock, or a fixed moment given with --now (what-if runs)."""
+
+    fixed: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.fixed if self.fixed is not None else datetime.now(timezone.utc)
+
+
+def plan_once(manifest: Manifest, *, parallelism: int, now: datetime) -> Plan:
+    """Observe the world and plan, without taking the lock or writing anything."""
+    store = StateStore(manifest.state)
+    state = store.read()
+    with Connections(manifest, parallelism) as connections:
+        observed = observe(manifest, connections)
+    return make_plan(manifest, observed, state, now)
+
+
+def check_plan_fits(plan: Plan, manifest: Manifest, state: State) -> None:
+    """A saved plan applies only to the manifest and state it was made from."""
+    if plan.manifest_sha256 != manifest.sha256:
+        raise StalePlanError(
+            f"the manifest {manifest.source} changed since this plan was made; run qbr plan again"
+        )
+    if plan.state_location != manifest.state.describe():
+        raise StalePlanError(
+            f"this plan was made for the state at {plan.state_location}, not {manifest.state.describe()}; run qbr plan again"
+        )
+    if plan.state_lineage is not None and state.lineage != plan.state_lineage:
+        raise StalePlanError(
+            "this plan was made from another state lineage (a different or recreated state file); run qbr plan again"
+        )
+    if state.serial != plan.state_serial or (plan.state_lineage is None and state.lineage is not None):
+        raise StalePlanError(
+            f"the state changed since this plan was made (serial {plan.state_serial} -> {state.serial}): "
+            "another apply ran; run qbr plan again"
+        )
+
+
+def apply_locked(
+    manifest: Manifest,
+    *,
+    saved_plan: Plan | None,
+    parallelism: int,
+    lock_timeout: float,
+    clock: Clock,
+    confirm: Callable[[Plan], bool],
+    on_plan: Callable[[Plan], None],
+    on_outcome: Callable[[Outcome, Action], None],
+    warn: Callable[[str], None],
+    progress: Progress,
+) -> ApplyReport | None:
+    """Take the lock, (re)check or make the plan, confirm, run it. None when nothing ran."""
+    store = StateStore(manifest.state)
+    lock = StateLock(store, "apply", warn=warn)
+    lock.acquire(lock_timeout)
+    try:
+        state = store.read()
+        with Connections(manifest, parallelism) as connections:
+            if saved_plan is not None:
+                check_plan_fits(saved_plan, manifest, state)
+                plan = saved_plan
+            else:
+                observed = observe(manifest, connections)
+                plan = make_plan(manifest, observed, state, clock())
+            on_plan(plan)
+            if not plan.has_changes:
+                return None
+            if not confirm(plan):
+                return None
+            applier = Applier(
+                plan,
+                connections,
+                store,
+                state,
+                parallelism=parallelism,
+                clock=clock,
+                progress=progress,
+                report=on_outcome,
+                should_stop=lock.lost.is_set,
+            )
+            try:
+                return applier.run()
+            finally:
+                progress.close()
+    finally:
+        lock.release()
