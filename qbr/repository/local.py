@@ -1,0 +1,385 @@
+"""A repository in a local folder: the embedded default, needs no service.
+
+Every write goes to a temp file in the target's own folder, is fsynced, and is renamed into
+place (then the folder is fsynced), so an object appears whole or not at all and survives a
+crash. Renames, creates and deletes are serialised across processes by an flock on one lock
+file, which makes `if_match` a true compare-and-swap, like S3's conditional writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from qbr.errors import NotFoundError, RepositoryError
+from qbr.repository.base import (
+    RESERVED_PREFIX,
+    ObjectInfo,
+    PendingUpload,
+    PreconditionFailed,
+    Repository,
+    validate_key,
+    validate_prefix,
+)
+
+TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
+LOCK_NAME = RESERVED_PREFIX + "lock"
+#: head() hashes an object to give its etag only up to this size: archives are large and
+#: immutable (never conditionally replaced), and reading gigabytes to answer head() is wrong.
+ETAG_HASH_LIMIT = 16 << 20
+_READ_SIZE = 1 << 20
+_MAX_NAME = 255  # bytes in one file name on common filesystems
+
+
+def _etag(digest: "hashlib._Hash") -> str:
+    return f'"{digest.hexdigest()}"'
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _reason(error: OSError) -> str:
+    text = error.strerror or type(error).__name__
+    return f"{text} ({error.filename})" if error.filename else text
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(basename: str) -> str:
+    """A unique temp name that keeps as much of the target's name as fits (for pending_uploads)."""
+    head = f"{TEMP_PREFIX}{secrets.token_hex(8)}."
+    room = _MAX_NAME - len(head.encode())
+    tail = basename.encode()[:room].decode(errors="ignore")
+    return head + tail
+
+
+class LocalRepository(Repository):
+    """A folder holding the repository layout; created lazily on the first write."""
+
+    def __init__(self, path: Path) -> None:
+        self.root = Path(path).expanduser().absolute()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    # -- paths and errors -------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def _where(self, key: str) -> str:
+        return f"{key!r} in folder {self.root}"
+
+    def _write_error(self, error: OSError) -> RepositoryError:
+        return RepositoryError(f"folder {self.root} is not writable: {_reason(error)}.")
+
+    def _read_error(self, error: OSError) -> RepositoryError:
+        if isinstance(error, NotADirectoryError) and not self.root.is_dir():
+            return RepositoryError(f"folder {self.root} is not a folder; point the repository's path at a folder.")
+        return RepositoryError(f"folder {self.root} is not readable: {_reason(error)}.")
+
+    def _ensure_dir(self, folder: Path) -> None:
+        """Create `folder` and missing parents, fsyncing each parent so the new entry is durable."""
+        missing: list[Path] = []
+        probe = folder
+        while not probe.is_dir():
+            if os.path.lexists(probe):
+                raise RepositoryError(f"folder {self.root} is not writable: {probe} is a file, not a folder.")
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        try:
+            for created in reversed(missing):
+                try:
+                    created.mkdir()
+                except FileExistsError:
+                    if not created.is_dir():
+                        raise
+                    continue
+                _fsync_dir(created.parent)
+        except OSError as error:
+            raise self._write_error(error) from error
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the repository's lock file (flock) while a name in it changes."""
+        self._ensure_dir(self.root)
+        try:
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise self._write_error(error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write_temp(self, path: Path, chunks: Iterable[bytes]) -> tuple[Path, ObjectInfo]:
+        """Write `chunks` to an fsynced temp file beside `path`; the caller commits or removes it.
+
+        An exception raised by `chunks` propagates unchanged, after the temp file is removed.
+        """
+        self._ensure_dir(path.parent)
+        temp = path.parent / _temp_name(path.name)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as error:
+            raise self._write_error(error) from error
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            with open(fd, "wb", closefd=True) as out:
+                for chunk in chunks:
+                    try:
+                        out.write(chunk)
+                    except OSError as error:
+                        raise self._write_error(error) from error
+                    digest.update(chunk)
+                    size += len(chunk)
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                    stat = os.fstat(out.fileno())
+                except OSError as error:
+                    raise self._write_error(error) from error
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp, ObjectInfo(key="", size=size, modified=_utc(stat.st_mtime), etag=_etag(digest))
+
+    def _commit(self, temp: Path, path: Path, key: str, *, if_none_match: bool, if_match: str | None) -> None:
+        """Move a finished temp file to `path`, under the lock, honouring the precondition."""
+        try:
+            with self._locked():
+                if if_none_match:
+                    self._create_exclusive(temp, path, key)
+                else:
+                    if if_match is not None:
+                        current = self._current_etag(path)
+                        if current is None:
+                            raise PreconditionFailed(f"{self._where(key)} is gone; it was deleted since it was read.")
+                        if current != if_match:
+                            raise PreconditionFailed(
+                                f"{self._where(key)} changed since it was read (etag moved); read it again and retry."
+                            )
+                    try:
+                        os.replace(temp, path)
+                    except OSError as error:
+                        raise self._write_error(error) from error
+                try:
+                    _fsync_dir(path.parent)
+                except OSError as error:
+                    raise self._write_error(error) from error
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _create_exclusive(self, temp: Path, path: Path, key: str) -> None:
+        exists = PreconditionFailed(f"{self._where(key)} already exists; another writer created it first.")
+        try:
+            os.link(temp, path)  # atomic create-if-absent, even against writers that skip the lock
+            return
+        except FileExistsError:
+            raise exists from None
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise self._write_error(error) from error
+        # No hard links here (some network and FAT filesystems): the lock we hold still serialises
+        # every qbr writer, so check-then-rename is atomic among them.
+        if os.path.lexists(path):
+            raise exists
+        try:
+            os.replace(temp, path)
+        except OSError as error:
+            raise self._write_error(error) from error
+
+    def _current_etag(self, path: Path) -> str | None:
+        try:
+            with open(path, "rb") as current:
+                return _etag(hashlib.file_digest(current, lambda: hashlib.md5(usedforsecurity=False)))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as error:
+            raise self._read_error(error) from error
+
+    def _finish(
+        self, key: str, path: Path, chunks: Iterable[bytes], if_none_match: bool, if_match: str | None
+    ) -> ObjectInfo:
+        temp, info = self._write_temp(path, chunks)
+        self._commit(temp, path, key, if_none_match=if_none_match, if_match=if_match)
+        return ObjectInfo(key=key, size=info.size, modified=info.modified, etag=info.etag)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        path = self._path(key)
+        return self._finish(key, path, chunks, False, None)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        if if_none_match and if_match is not None:
+            raise ValueError("put_bytes takes if_none_match or if_match, not both")
+        path = self._path(key)
+        return self._finish(key, path, [data], if_none_match, if_match)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if not os.path.lexists(path):
+            return
+        with self._locked():
+            try:
+                path.unlink()
+                _fsync_dir(path.parent)
+            except FileNotFoundError:
+                return
+            except IsADirectoryError:
+                raise RepositoryError(f"{self._where(key)} is a folder, not an object; not deleting it.") from None
+            except OSError as error:
+                raise self._write_error(error) from error
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+            if isinstance(error, NotADirectoryError) and not self.root.is_dir() and self.root.exists():
+                raise self._read_error(error) from error
+            raise NotFoundError(f"{self._where(key)} does not exist.") from None
+        except OSError as error:
+            raise self._read_error(error) from error
+        return handle
+
+    @contextmanager
+    def open_read(self, key: str, chunk_size: int = 1 << 20) -> Iterator[Iterator[bytes]]:
+        handle = self._open(key)
+        with handle:
+            yield self._chunks(handle, chunk_size)
+
+    def _chunks(self, handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = handle.read(chunk_size)
+            except OSError as error:
+                raise self._read_error(error) from error
+            if not chunk:
+                return
+            yield chunk
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.get_with_info(key)[0]
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        with self._open(key) as handle:
+            try:
+                stat = os.fstat(handle.fileno())
+                data = handle.read()
+            except OSError as error:
+                raise self._read_error(error) from error
+        etag = _etag(hashlib.md5(data, usedforsecurity=False))
+        return data, ObjectInfo(key=key, size=len(data), modified=_utc(stat.st_mtime), etag=etag)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            handle = self._open(key)
+        except NotFoundError:
+            return None
+        with handle:
+            try:
+                stat = os.fstat(handle.fileno())
+                etag = None
+                if stat.st_size <= ETAG_HASH_LIMIT:
+                    etag = _etag(hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)))
+            except OSError as error:
+                raise self._read_error(error) from error
+        return ObjectInfo(key=key, size=stat.st_size, modified=_utc(stat.st_mtime), etag=etag)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under `prefix`, sorted by key. Etags are None here: they would cost a full read."""
+        validate_prefix(prefix)
+        if os.path.lexists(self.root) and not self.root.is_dir():
+            raise RepositoryError(f"folder {self.root} is not a folder; point the repository's path at a folder.")
+        start = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        found = [info for info in self._walk(start, temp=False) if info.key.startswith(prefix)]
+        found.sort(key=lambda info: info.key)
+        yield from found
+
+    def _walk(self, start: str, *, temp: bool) -> Iterator[ObjectInfo]:
+        """Files under the folder of key prefix `start`; temp files of writes instead if `temp`."""
+        folder = self.root.joinpath(*start.split("/")) if start else self.root
+        pending = [(folder, start)]
+        while pending:
+            current, rel = pending.pop()
+            try:
+                entries = list(os.scandir(current))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as error:
+                raise self._read_error(error) from error
+            for entry in entries:
+                key = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not entry.name.startswith(RESERVED_PREFIX):
+                            pending.append((Path(entry.path), key))
+                        continue
+                    if entry.name.startswith(TEMP_PREFIX) != temp or not entry.is_file():
+                        continue
+                    if not temp and entry.name.startswith(RESERVED_PREFIX):
+                        continue
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue  # renamed or removed while we looked
+                except OSError as error:
+                    raise self._read_error(error) from error
+                yield ObjectInfo(key=key, size=stat.st_size, modified=_utc(stat.st_mtime), etag=None)
+
+    # -- the rest ---------------------------------------------------------------------------
+
+    def presigned_get(self, key: str, expires_s: int = 900) -> str | None:
+        validate_key(key)
+        return None
+
+    def pending_uploads(self) -> list[PendingUpload]:
+        """Temp files left by writes that never finished (or are in flight right now)."""
+        uploads = []
+        if os.path.lexists(self.root) and not self.root.is_dir():
+            raise RepositoryError(f"folder {self.root} is not a folder; point the repository's path at a folder.")
+        for info in self._walk("", temp=True):
+            folder, _, name = info.key.rpartition("/")
+            target = name[len(TEMP_PREFIX) :].partition(".")[2]
+            key = f"{folder}/{target}" if folder else target
+            uploads.append(PendingUpload(key=key, upload_id=info.key, initiated=info.modified))
+        uploads.sort(key=lambda upload: (upload.key, upload.upload_id))
+        return uploads
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        folder, _, name = upload.upload_id.rpartition("/")
+        if folder:
+            validate_key(folder)
+        if not name.startswith(TEMP_PREFIX) or "\x00" in name or "\\" in name or "/" in name:
+            raise RepositoryError(f"{upload.upload_id!r} is not an unfinished write in folder {self.root}.")
+        path = self.root.joinpath(*folder.split("/"), name) if folder else self.root / name
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise self._write_error(error) from error

@@ -1,0 +1,569 @@
+"""One behaviour suite for both repository kinds: a local folder and S3 (moto's server over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qbr.errors import NotFoundError, RepositoryError
+from qbr.repository import (
+    PreconditionFailed,
+    Repository,
+    open_local_repository,
+    open_s3_repository,
+)
+
+try:  # once conftest can load (the emulator exists), it provides the S3 fixtures
+    import tests.emulator.fixtures  # noqa: F401
+except ImportError:  # run with --noconftest meanwhile
+    from tests.s3_fixture import s3_bucket, s3_server  # noqa: F401
+
+from tests.s3_fixture import s3_client
+
+MiB = 1 << 20
+PART = 5 * MiB  # S3's minimum part size: the smallest that makes real multipart uploads
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Boom(Exception):
+    """Raised by a chunk source mid-stream."""
+
+
+def pattern(size: int) -> bytes:
+    """Bytes that differ by position, so a misplaced or repeated chunk is caught."""
+    block = bytes(range(251)) * (MiB // 251 + 1)
+    return (block * (size // len(block) + 1))[:size]
+
+
+def chunked(data: bytes, sizes: tuple[int, ...] = (1, 777, 65536, 1000003)) -> Iterator[bytes]:
+    """`data` in uneven chunks (and an empty one), as a network source would give it."""
+    offset, turn = 0, 0
+    yield b""
+    while offset < len(data):
+        step = sizes[turn % len(sizes)]
+        yield data[offset : offset + step]
+        offset += step
+        turn += 1
+
+
+@pytest.fixture(params=["local", "s3"])
+def make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Repository]:
+    """Opens a repository of the parametrized kind; S3 ones live under a prefix of a fresh bucket."""
+    if request.param == "local":
+
+        def make(part_size: int = PART, page_size: int = 1000) -> Repository:
+            return open_local_repository(tmp_path / "backups" / "repo")
+
+    else:
+        endpoint, bucket = request.getfixturevalue("s3_bucket")
+
+        def make(part_size: int = PART, page_size: int = 1000) -> Repository:
+            return open_s3_repository(
+                bucket, "team/prod", endpoint, "us-east-1", name="main", part_size=part_size, page_size=page_size
+            )
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    return make
+
+
+@pytest.fixture
+def repo(make_repo: Callable[..., Repository]) -> Repository:
+    return make_repo()
+
+
+def is_s3(repo: Repository) -> bool:
+    return repo.describe().startswith("s3://")
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 300_000, 2 * PART + 12345], ids=["empty", "one", "small", "three-parts"])
+def test_put_stream_round_trips_whole_objects(repo: Repository, size: int) -> None:
+    data = pattern(size)
+    key = f"snapshots/docs/docs-{size}-2026-01-01-00-00-00.snapshot"
+
+    stored = repo.put_stream(key, chunked(data))
+
+    assert stored.key == key and stored.size == size
+    assert repo.get_bytes(key) == data
+    head = repo.head(key)
+    assert head is not None and head.size == size and head.etag == stored.etag
+    assert head.modified.utcoffset() == timedelta(0)
+    assert abs(head.modified - datetime.now(UTC)) < timedelta(minutes=5)
+    if is_s3(repo):  # S3's etag of a multipart object is "<md5 of part md5s>-<parts>"
+        parts = int(stored.etag.strip('"').split("-")[1]) if "-" in stored.etag else 1
+        assert parts == (2 if size > PART else 1)  # parts are >= PART (a chunk may overshoot)
+
+
+def test_put_stream_replaces_an_existing_object(repo: Repository) -> None:
+    repo.put_stream("sets/nightly/a.json", [b"old"])
+    repo.put_stream("sets/nightly/a.json", [b"new", b" bytes"])
+    assert repo.get_bytes("sets/nightly/a.json") == b"new bytes"
+    assert [o.key for o in repo.list()] == ["sets/nightly/a.json"]
+
+
+def test_put_bytes_and_get_with_info_agree_on_the_etag(repo: Repository) -> None:
+    written = repo.put_bytes("state.json", b'{"serial": 1}')
+    data, info = repo.get_with_info("state.json")
+    assert data == b'{"serial": 1}'
+    assert info.etag == written.etag and info.size == 13
+    assert info.modified.utcoffset() == timedelta(0)
+
+
+def test_open_read_streams_in_bounded_chunks(repo: Repository) -> None:
+    data = pattern(2 * MiB + 4321)
+    repo.put_bytes("snapshots/docs/big.snapshot", data)
+
+    with repo.open_read("snapshots/docs/big.snapshot", chunk_size=MiB) as chunks:
+        parts = list(chunks)
+
+    assert b"".join(parts) == data
+    assert len(parts) == 3 and all(len(part) <= MiB for part in parts)
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+def test_list_pages_through_more_objects_than_one_page_sorted(make_repo: Callable[..., Repository]) -> None:
+    repo = make_repo(page_size=7)
+    keys = [f"sets/nightly/2026010{i % 10}T{i:06d}Z.json" for i in range(25)]
+    keys += ["a-b", "a/b", "a.b", "a/b-c", "zz/\u00e9t\u00e9", "zz/z"]  # '-' < '.' < '/' < 'z' < 'é'
+    for key in reversed(keys):
+        repo.put_bytes(key, key.encode())
+    calls: list[str] = []
+    if is_s3(repo):
+        repo._client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kw: calls.append("page"))
+
+    listed = list(repo.list())
+
+    assert [o.key for o in listed] == sorted(keys)
+    assert all(o.size == len(o.key.encode()) for o in listed)
+    if is_s3(repo):
+        assert len(calls) == 5  # 31 objects, 7 a page
+
+
+def test_list_by_prefix(repo: Repository) -> None:
+    for key in ["snapshots/docs/a.snapshot", "snapshots/docs2/b.snapshot", "sets/nightly/1.json", "snapshotsx"]:
+        repo.put_bytes(key, b"x")
+
+    assert [o.key for o in repo.list("snapshots/docs/")] == ["snapshots/docs/a.snapshot"]
+    assert [o.key for o in repo.list("snapshots/doc")] == ["snapshots/docs/a.snapshot", "snapshots/docs2/b.snapshot"]
+    assert [o.key for o in repo.list("snapshots")] == [
+        "snapshots/docs/a.snapshot",
+        "snapshots/docs2/b.snapshot",
+        "snapshotsx",
+    ]
+    assert [o.key for o in repo.list("sets/")] == ["sets/nightly/1.json"]
+    assert list(repo.list("nothing/")) == []
+
+
+def test_s3_prefix_does_not_see_a_sibling_prefix(s3_bucket: tuple[str, str]) -> None:
+    endpoint, bucket = s3_bucket
+    prod = open_s3_repository(bucket, "/team/prod/", endpoint)
+    prod2 = open_s3_repository(bucket, "team/prod2", endpoint)
+    prod.put_bytes("sets/a.json", b"1")
+    prod2.put_bytes("sets/b.json", b"2")
+
+    assert prod.describe() == f"s3://{bucket}/team/prod"
+    assert [o.key for o in prod.list()] == ["sets/a.json"]
+    assert [o.key for o in prod2.list("sets/")] == ["sets/b.json"]
+    stored = sorted(o["Key"] for o in s3_client(endpoint).list_objects_v2(Bucket=bucket)["Contents"])
+    assert stored == ["team/prod/sets/a.json", "team/prod2/sets/b.json"]
+
+
+# -- head and delete ----------------------------------------------------------------------
+
+
+def test_head_delete_and_missing_keys(repo: Repository) -> None:
+    assert repo.head("snapshots/docs/x.snapshot") is None
+    repo.delete("snapshots/docs/x.snapshot")  # missing is fine
+    repo.put_bytes("snapshots/docs/x.snapshot", b"abc")
+    assert repo.head("snapshots/docs/x.snapshot").size == 3
+
+    repo.delete("snapshots/docs/x.snapshot")
+
+    assert repo.head("snapshots/docs/x.snapshot") is None
+    assert list(repo.list()) == []
+    with pytest.raises(NotFoundError, match="'snapshots/docs/x.snapshot' .*does not exist"):
+        repo.get_bytes("snapshots/docs/x.snapshot")
+    with pytest.raises(NotFoundError):
+        with repo.open_read("snapshots/docs/x.snapshot"):
+            pass
+    assert repo.head("snapshots") is None  # a "folder" is not an object
+
+
+# -- conditional writes -------------------------------------------------------------------
+
+
+def test_create_if_absent_lets_only_the_first_writer_win(repo: Repository) -> None:
+    first = repo.put_bytes("locks/state.lock", b"holder: a", if_none_match=True)
+
+    with pytest.raises(PreconditionFailed, match="already exists"):
+        repo.put_bytes("locks/state.lock", b"holder: b", if_none_match=True)
+
+    assert repo.get_bytes("locks/state.lock") == b"holder: a"
+    assert repo.head("locks/state.lock").etag == first.etag
+    assert repo.pending_uploads() == []
+
+
+def test_if_match_replaces_only_the_version_that_was_read(repo: Repository) -> None:
+    v1 = repo.put_bytes("state.json", b'{"serial": 1}')
+    v2 = repo.put_bytes("state.json", b'{"serial": 2}', if_match=v1.etag)
+
+    with pytest.raises(PreconditionFailed, match="etag moved"):
+        repo.put_bytes("state.json", b'{"serial": 2, "lost": "update"}', if_match=v1.etag)
+    assert repo.get_bytes("state.json") == b'{"serial": 2}'
+
+    v3 = repo.put_bytes("state.json", b'{"serial": 3}', if_match=v2.etag)
+    assert repo.get_with_info("state.json") == (b'{"serial": 3}', repo.head("state.json"))
+    assert v3.etag == repo.head("state.json").etag
+
+    repo.delete("state.json")
+    with pytest.raises(PreconditionFailed, match="is gone"):
+        repo.put_bytes("state.json", b'{"serial": 4}', if_match=v3.etag)
+    assert repo.head("state.json") is None
+
+
+def test_local_if_match_is_a_compare_and_swap_across_threads(tmp_path: Path) -> None:
+    repo = open_local_repository(tmp_path / "repo")
+    repo.put_bytes("counter", b"0")
+
+    def increment(times: int) -> None:
+        done = 0
+        while done < times:
+            data, info = repo.get_with_info("counter")
+            try:
+                repo.put_bytes("counter", str(int(data) + 1).encode(), if_match=info.etag)
+                done += 1
+            except PreconditionFailed:
+                continue
+
+    threads = [threading.Thread(target=increment, args=(15,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert repo.get_bytes("counter") == b"60"
+
+
+def test_local_create_if_absent_has_one_winner_across_threads(tmp_path: Path) -> None:
+    repo = open_local_repository(tmp_path / "repo")
+    winners: list[int] = []
+
+    def claim(me: int) -> None:
+        try:
+            repo.put_bytes("lock", str(me).encode(), if_none_match=True)
+            winners.append(me)
+        except PreconditionFailed:
+            pass
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(winners) == 1
+    assert repo.get_bytes("lock") == str(winners[0]).encode()
+    assert repo.pending_uploads() == []
+
+
+# -- atomicity ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fail_after", [3 * MiB, PART + 2 * MiB], ids=["within-first-part", "after-a-part"])
+def test_a_failing_source_leaves_no_object_and_no_upload(repo: Repository, fail_after: int) -> None:
+    repo.put_bytes("snapshots/docs/keep.snapshot", b"old")
+
+    def source() -> Iterator[bytes]:
+        for _ in range(fail_after // MiB):
+            yield pattern(MiB)
+        raise Boom("qdrant cut the download")
+
+    with pytest.raises(Boom):
+        repo.put_stream("snapshots/docs/docs-1.snapshot", source())
+    with pytest.raises(Boom):  # a failing replacement keeps the old object whole
+        repo.put_stream("snapshots/docs/keep.snapshot", source())
+
+    assert repo.head("snapshots/docs/docs-1.snapshot") is None
+    assert [o.key for o in repo.list()] == ["snapshots/docs/keep.snapshot"]
+    assert repo.get_bytes("snapshots/docs/keep.snapshot") == b"old"
+    assert repo.pending_uploads() == []
+
+
+def test_a_write_in_flight_is_pending_and_not_listed(repo: Repository) -> None:
+    seen: dict[str, object] = {}
+
+    def source() -> Iterator[bytes]:
+        for _ in range(PART // MiB + 1):
+            yield pattern(MiB)
+        seen["listed"] = [o.key for o in repo.list()]
+        seen["pending"] = [u.key for u in repo.pending_uploads()]
+
+    repo.put_stream("snapshots/docs/docs-1.snapshot", source())
+
+    assert seen == {"listed": [], "pending": ["snapshots/docs/docs-1.snapshot"]}
+    assert [o.key for o in repo.list()] == ["snapshots/docs/docs-1.snapshot"]
+    assert repo.pending_uploads() == []
+
+
+CRASH_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from qbr.repository import open_local_repository, open_s3_repository
+spec = json.loads(sys.argv[1])
+if spec["kind"] == "local":
+    repo = open_local_repository(Path(spec["path"]))
+else:
+    repo = open_s3_repository(spec["bucket"], "team/prod", spec["endpoint"], name="main", part_size=5 << 20)
+def source():
+    for _ in range(6):
+        yield bytes(1 << 20)
+    os._exit(3)  # the process dies mid-write: no cleanup runs
+repo.put_stream("snapshots/docs/docs-1.snapshot", source())
+"""
+
+
+def crash_mid_write(repo: Repository) -> None:
+    """Run a put_stream in a child process that dies mid-write, as a killed `qbr apply` would."""
+    if is_s3(repo):
+        spec = {"kind": "s3", "bucket": repo.bucket, "endpoint": repo.endpoint}
+    else:
+        spec = {"kind": "local", "path": str(repo.root)}
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, json.dumps(spec)], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr.decode()
+
+
+def test_pending_uploads_show_a_crashed_write_until_aborted(repo: Repository) -> None:
+    before = datetime.now(UTC)
+    crash_mid_write(repo)
+
+    pending = repo.pending_uploads()
+
+    assert [u.key for u in pending] == ["snapshots/docs/docs-1.snapshot"]
+    assert pending[0].initiated.utcoffset() == timedelta(0)
+    if not is_s3(repo):  # moto reports a fixed date for every upload; a folder has a real mtime
+        assert pending[0].initiated >= before - timedelta(seconds=5)
+    assert list(repo.list()) == []
+    assert repo.head("snapshots/docs/docs-1.snapshot") is None
+
+    repo.abort_upload(pending[0])
+    repo.abort_upload(pending[0])  # already gone is fine
+
+    assert repo.pending_uploads() == []
+    assert list(repo.list()) == []
+
+
+def test_local_abort_refuses_an_upload_id_outside_the_repository(tmp_path: Path) -> None:
+    from qbr.repository import PendingUpload
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    repo = open_local_repository(tmp_path / "repo")
+    for upload_id in ["../victim", "x/../../victim", "snapshots/not-a-temp-file"]:
+        with pytest.raises(RepositoryError):
+            repo.abort_upload(PendingUpload(key="x", upload_id=upload_id, initiated=datetime.now(UTC)))
+    assert victim.read_text() == "keep me"
+
+
+# -- presigned URLs -----------------------------------------------------------------------
+
+
+def test_presigned_get_serves_the_bytes_on_s3_and_is_none_locally(repo: Repository) -> None:
+    data = pattern(100_000)
+    repo.put_bytes("snapshots/docs/docs-1.snapshot", data)
+
+    url = repo.presigned_get("snapshots/docs/docs-1.snapshot", expires_s=60)
+
+    if is_s3(repo):
+        assert url is not None and "X-Amz-Signature" in url
+        response = httpx.get(url)
+        assert response.status_code == 200 and response.content == data
+    else:
+        assert url is None
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+BAD_KEYS = ["", "/etc/passwd", "../escape", "snapshots/../../escape", "a\\..\\escape", "a\x00b", "a//b", "./a", "a/"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_unsafe_keys_are_refused_everywhere(repo: Repository, key: str, tmp_path: Path) -> None:
+    operations = [
+        lambda: repo.put_bytes(key, b"x"),
+        lambda: repo.put_bytes(key, b"x", if_none_match=True),
+        lambda: repo.put_stream(key, [b"x"]),
+        lambda: repo.get_bytes(key),
+        lambda: repo.head(key),
+        lambda: repo.delete(key),
+        lambda: repo.presigned_get(key),
+        lambda: repo.open_read(key).__enter__(),
+    ]
+    for operation in operations:
+        with pytest.raises(RepositoryError) as caught:
+            operation()
+        assert type(caught.value) is RepositoryError and caught.value.message.endswith(".")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "backups" / "escape").exists()
+    assert list(repo.list()) == []
+
+
+def test_listing_prefix_may_not_climb(repo: Repository) -> None:
+    with pytest.raises(RepositoryError):
+        list(repo.list("../"))
+
+
+def test_reserved_names_are_not_keys(repo: Repository) -> None:
+    with pytest.raises(RepositoryError, match="reserved"):
+        repo.put_bytes("snapshots/.qbr-tmp-0123.x", b"x")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def test_a_missing_bucket_is_named_in_one_sentence(s3_server: str) -> None:
+    repo = open_s3_repository("no-such-bucket-here", "prod", s3_server, name="main")
+    expected = (
+        f"S3 bucket 'no-such-bucket-here' does not exist (endpoint {s3_server}); "
+        "create it or fix repositories.main.s3.bucket."
+    )
+    for operation in [
+        lambda: repo.put_bytes("sets/a.json", b"x"),
+        lambda: repo.put_stream("sets/a.json", [b"x"]),
+        lambda: list(repo.list()),
+        lambda: repo.get_bytes("sets/a.json"),
+        lambda: repo.pending_uploads(),
+    ]:
+        with pytest.raises(RepositoryError) as caught:
+            operation()
+        assert str(caught.value) == expected
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(caught.value)
+
+
+def test_access_denied_is_one_sentence_without_credentials(s3_bucket: tuple[str, str]) -> None:
+    from botocore.stub import Stubber
+
+    endpoint, bucket = s3_bucket
+    repo = open_s3_repository(bucket, "prod", endpoint)
+    with Stubber(repo._client) as stub:
+        stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(RepositoryError) as caught:
+            repo.put_bytes("sets/a.json", b"x")
+    assert str(caught.value) == (
+        f"access to s3://{bucket}/prod was denied (AccessDenied); check the AWS credentials qbr runs with."
+    )
+
+
+def test_an_unreachable_endpoint_is_one_sentence() -> None:
+    from qbr.repository.s3 import S3Repository
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the with ends: nothing listens there
+    repo = S3Repository("bucket", "prod", f"http://127.0.0.1:{port}", "us-east-1", max_attempts=1)
+
+    with pytest.raises(RepositoryError) as caught:
+        repo.put_bytes("sets/a.json", b"x")
+
+    assert str(caught.value) == f"cannot reach S3 endpoint http://127.0.0.1:{port}: Connection refused."
+
+
+def test_a_folder_that_is_a_file_is_named_in_one_sentence(tmp_path: Path) -> None:
+    blocker = tmp_path / "backups"
+    blocker.write_text("not a folder")
+    repo = open_local_repository(blocker)
+    nested = open_local_repository(blocker / "repo")
+    at = re.escape(str(blocker))
+
+    with pytest.raises(RepositoryError, match=rf"^folder {at} is not a folder; "):
+        list(repo.list())
+    with pytest.raises(RepositoryError, match=rf"^folder {at} is not a folder; "):
+        repo.get_bytes("sets/a.json")
+    with pytest.raises(RepositoryError, match=rf"^folder {at}/repo is not writable: {at} is a file, not a folder\.$"):
+        nested.put_bytes("sets/a.json", b"x")
+    with pytest.raises(RepositoryError, match=rf"^folder {at} is not writable: {at} is a file, not a folder\.$"):
+        repo.put_stream("sets/a.json", [b"x"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes every folder whatever its mode")
+def test_an_unwritable_folder_is_named_in_one_sentence(tmp_path: Path) -> None:
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        unwritable = rf"^folder {re.escape(str(folder))} is not writable: Permission denied"
+        with pytest.raises(RepositoryError, match=unwritable):
+            open_local_repository(folder).put_bytes("sets/a.json", b"x")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_local_repository_is_created_lazily(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "repo"
+    repo = open_local_repository(folder)
+
+    assert repo.describe() == str(folder)
+    assert list(repo.list()) == [] and repo.head("sets/a.json") is None and repo.pending_uploads() == []
+    assert not folder.exists()
+
+    repo.put_bytes("sets/nightly/a.json", b"{}")
+
+    assert (folder / "sets" / "nightly" / "a.json").read_bytes() == b"{}"
+    assert [o.key for o in repo.list()] == ["sets/nightly/a.json"]
+
+
+# -- memory -------------------------------------------------------------------------------
+
+MEMORY_SCRIPT = """
+import json, sys, tracemalloc
+from pathlib import Path
+from qbr.repository import open_local_repository, open_s3_repository
+spec = json.loads(sys.argv[1])
+if spec["kind"] == "local":
+    repo = open_local_repository(Path(spec["path"]))
+else:
+    repo = open_s3_repository(spec["bucket"], "prod", spec["endpoint"])
+def source():
+    for _ in range(64):
+        yield bytes(1 << 20)
+repo.put_bytes("warm-up", b"x")  # imports and connection pools are not what we measure
+tracemalloc.start()
+info = repo.put_stream("snapshots/docs/big.snapshot", source())
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "size": info.size}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_put_stream_memory_stays_flat(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # In a child process: moto's server runs in ours and holds the uploaded bytes.
+    if kind == "s3":
+        endpoint, bucket = request.getfixturevalue("s3_bucket")
+        spec = {"kind": "s3", "bucket": bucket, "endpoint": endpoint}
+    else:
+        spec = {"kind": "local", "path": str(tmp_path / "repo")}
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, json.dumps(spec)], cwd=ROOT, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    measured = json.loads(done.stdout)
+
+    assert measured["size"] == 64 * MiB
+    part = 8 * MiB  # the default part size
+    assert measured["peak"] < 3 * part, measured
+    if kind == "local":
+        assert measured["peak"] < 4 * MiB, measured  # no buffering at all beyond a chunk
