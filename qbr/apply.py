@@ -20,7 +20,6 @@ from qbr import __version__
 from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError, QdrantError
 from qbr.plan import Action, Plan, order_actions
-from qbr.qdrant import create_body_from_config
 from qbr.records import (
     ArchiveRecord,
     CollectionRecord,

@@ -235,6 +235,33 @@ def force_unlock_command(manifest_file, lock_id) -> None:
     click.echo(f"Removed the lock held by {held.holder()}.")
 
 
+@cli.command("status")
+@manifest_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@parallelism_option
+@_now_option
+def status_command(manifest_file, as_json, parallelism, now_text) -> None:
+    """Is every backup within its rpo? Exit 0 if so, 3 if any is late, 1 on errors."""
+    import json as jsonlib
+
+    from qbr.connections import Connections
+    from qbr.observe import observe_repositories
+    from qbr.state import StateStore
+    from qbr.status import build_status, render_status
+
+    clock = _clock(now_text)
+    manifest = _load(manifest_file)
+    state = StateStore(manifest.state).read()
+    with Connections(manifest, parallelism) as connections:
+        repositories = observe_repositories(manifest, connections)
+    report = build_status(manifest, repositories, state, clock())
+    if as_json:
+        click.echo(jsonlib.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(render_status(report), nl=False)
+    sys.exit(report.exit_code)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="qbr")

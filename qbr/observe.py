@@ -165,6 +165,16 @@ def observe(manifest: Manifest, connections: Connections) -> Observed:
     )
 
 
+def observe_repositories(manifest: Manifest, connections: Connections) -> dict[str, RepositoryState]:
+    """Only the repositories (for status and verify, which need no Qdrant)."""
+    pool = _Pool(connections.parallelism)
+    try:
+        names = sorted({b.repository for b in manifest.backups.values()})
+        return {r.name: r for r in pool.map(lambda name: _observe_repository(connections, name), names)}
+    finally:
+        pool.close()
+
+
 def _clusters_in_use(manifest: Manifest) -> list[str]:
     names = {b.cluster for b in manifest.backups.values()} | {r.to for r in manifest.restores.values()}
     return sorted(names)

@@ -16,7 +16,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from qbr.errors import ChecksumError, QbrError, QdrantError
-from qbr.qdrant import QdrantClient, create_body_from_config
+from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
         if not exists:
             replication = max(1, min(_replication_factor(source), len(nodes)))
             seed.create_collection(
-                target, create_body_from_config(source.config, shard_number=source.shard_number, replication_factor=replication)
+                target, source.config, shard_number=source.shard_number, replication_factor=replication
             )
         holders = _shard_holders(conn, cluster, nodes, target)
         for archive in source.archives:

@@ -1,0 +1,131 @@
+"""`qbr status`: is every backup within its rpo, what is stored, where restores came from.
+
+Pure: built from observed repositories, the state and `now`; rendering is separate. Exit 0
+when every backup is within its rpo, 3 when any is late (or has no set), so cron and CI can
+alert on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from qbr.durations import format_duration
+from qbr.manifest import Manifest
+from qbr.observe import RepositoryState
+from qbr.planner import human_bytes
+from qbr.state import State
+
+EXIT_LATE = 3
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    backup: str
+    repository: str
+    rpo: str
+    newest_set: str | None
+    age: str | None
+    late: bool
+    sets: int
+    total_bytes: int
+    unique_bytes: int
+    collections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    collection: str
+    cluster: str
+    backup: str
+    set_id: str
+    source_collection: str
+    restored_at: str
+    points_count: int | None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    now: str
+    backups: tuple[BackupStatus, ...] = ()
+    restores: dict[str, tuple[RestoreTarget, ...]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_LATE if any(b.late for b in self.backups) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+def build_status(manifest: Manifest, repositories: dict[str, RepositoryState], state: State, now: datetime) -> StatusReport:
+    backups = []
+    for backup in manifest.backups.values():
+        repo = repositories[backup.repository]
+        sets = repo.sets_of(backup.name)
+        newest = sets[0] if sets else None
+        age = now - newest.created_at if newest else None
+        sizes: dict[str, int] = {}
+        total = 0
+        for record in sets:
+            for collection in record.collections.values():
+                for archive in collection.archives:
+                    total += archive.size
+                    sizes[archive.key] = archive.size
+        backups.append(
+            BackupStatus(
+                backup=backup.name,
+                repository=backup.repository,
+                rpo=format_duration(backup.rpo),
+                newest_set=newest.set_id if newest else None,
+                age=format_duration(age) if age is not None else None,
+                late=age is None or age >= backup.rpo,
+                sets=len(sets),
+                total_bytes=total,
+                unique_bytes=sum(sizes.values()),
+                collections=tuple(sorted(newest.collections)) if newest else (),
+            )
+        )
+    restores = {}
+    for restore in manifest.restores.values():
+        targets = state.restores.get(restore.name, {})
+        restores[restore.name] = tuple(
+            RestoreTarget(
+                collection=name,
+                cluster=str(entry.get("cluster", restore.to)),
+                backup=str(entry.get("backup", restore.from_backup)),
+                set_id=str(entry.get("set_id")),
+                source_collection=str(entry.get("source_collection")),
+                restored_at=str(entry.get("restored_at")),
+                points_count=entry.get("points_count"),
+            )
+            for name, entry in sorted(targets.items())
+        )
+    from qbr.records import utc_iso
+
+    return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores)
+
+
+def render_status(report: StatusReport) -> str:
+    lines = []
+    for b in report.backups:
+        verdict = "LATE" if b.late else "OK"
+        if b.newest_set:
+            lines.append(f"backup {b.backup}: {verdict}  newest set {b.newest_set} is {b.age} old (rpo {b.rpo})")
+        else:
+            lines.append(f"backup {b.backup}: {verdict}  no set yet (rpo {b.rpo})")
+        lines.append(
+            f"    {b.sets} sets in repository {b.repository}, {human_bytes(b.total_bytes)} referenced, "
+            f"{human_bytes(b.unique_bytes)} stored; collections: {', '.join(b.collections) or '-'}"
+        )
+    for name, targets in report.restores.items():
+        lines.append(f"restore {name}: {len(targets)} collections restored")
+        for t in targets:
+            lines.append(
+                f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
+                f"restored {t.restored_at} ({t.points_count} points)"
+            )
+    late = [b.backup for b in report.backups if b.late]
+    lines.append(f"{len(late)} of {len(report.backups)} backups late: {', '.join(late)}" if late else f"All {len(report.backups)} backups within their rpo.")
+    return "\n".join(lines) + "\n"
