@@ -239,6 +239,7 @@ def test_if_match_replaces_only_the_version_that_was_read(repo: Repository) -> N
 def test_local_if_match_is_a_compare_and_swap_across_threads(tmp_path: Path) -> None:
     repo = open_local_repository(tmp_path / "repo")
     repo.put_bytes("counter", b"0")
+    errors: list[Exception] = []
 
     def increment(times: int) -> None:
         done = 0
@@ -249,6 +250,9 @@ def test_local_if_match_is_a_compare_and_swap_across_threads(tmp_path: Path) -> 
                 done += 1
             except PreconditionFailed:
                 continue
+            except Exception as error:
+                errors.append(error)
+                return
 
     threads = [threading.Thread(target=increment, args=(15,)) for _ in range(4)]
     for thread in threads:
@@ -256,12 +260,14 @@ def test_local_if_match_is_a_compare_and_swap_across_threads(tmp_path: Path) -> 
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert repo.get_bytes("counter") == b"60"
 
 
 def test_local_create_if_absent_has_one_winner_across_threads(tmp_path: Path) -> None:
     repo = open_local_repository(tmp_path / "repo")
     winners: list[int] = []
+    errors: list[Exception] = []
 
     def claim(me: int) -> None:
         try:
@@ -269,6 +275,8 @@ def test_local_create_if_absent_has_one_winner_across_threads(tmp_path: Path) ->
             winners.append(me)
         except PreconditionFailed:
             pass
+        except Exception as error:  # anything else is a bug, e.g. a race creating the folder
+            errors.append(error)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -276,9 +284,32 @@ def test_local_create_if_absent_has_one_winner_across_threads(tmp_path: Path) ->
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert len(winners) == 1
     assert repo.get_bytes("lock") == str(winners[0]).encode()
     assert repo.pending_uploads() == []
+
+
+def test_local_writers_racing_to_create_the_same_folders_all_succeed(tmp_path: Path) -> None:
+    errors: list[Exception] = []
+    for attempt in range(5):
+        repo = open_local_repository(tmp_path / f"repo{attempt}")
+        start = threading.Barrier(8)
+
+        def write(me: int) -> None:
+            start.wait()
+            try:
+                repo.put_bytes(f"snapshots/docs/deep/{me}.snapshot", b"x")
+            except Exception as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(list(repo.list())) == 8
+    assert errors == []
 
 
 # -- atomicity ----------------------------------------------------------------------------

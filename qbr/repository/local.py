@@ -98,7 +98,7 @@ class LocalRepository(Repository):
         missing: list[Path] = []
         probe = folder
         while not probe.is_dir():
-            if os.path.lexists(probe):
+            if os.path.lexists(probe) and not probe.is_dir():  # (another writer may have just made it)
                 raise RepositoryError(f"folder {self.root} is not writable: {probe} is a file, not a folder.")
             missing.append(probe)
             if probe.parent == probe:
