@@ -65,6 +65,7 @@ class NodeHTTPServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "qdrant-emulator"
     sys_version = ""
     server: NodeHTTPServer
