@@ -1,0 +1,96 @@
+"""The example manifests the README lists: all valid with no environment set, each doing
+what its header says."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from qbr.manifest import load_manifest
+
+PLANS = Path(__file__).resolve().parent.parent / "examples" / "plans"
+README_LISTS = {"quickstart.yaml", "nightly-s3.yaml", "tiers.yaml", "dr-replica.yaml", "migration.yaml"}
+
+
+def example(name: str, env: dict[str, str] | None = None):
+    return load_manifest(PLANS / name, env=env or {})
+
+
+def test_the_example_set_is_what_the_readme_lists():
+    assert {p.name for p in PLANS.iterdir()} == README_LISTS
+
+
+@pytest.mark.parametrize("name", sorted(README_LISTS))
+def test_example_is_valid_without_environment_and_has_a_header(name):
+    manifest = example(name)
+    assert manifest.backups
+    header = (PLANS / name).read_text().splitlines()[0]
+    assert header.startswith("# ") and len(header) > 20
+
+
+@pytest.mark.parametrize("name", sorted(README_LISTS))
+def test_example_api_keys_come_from_the_environment(name):
+    text = (PLANS / name).read_text()
+    for line in text.splitlines():
+        if line.strip().startswith("api_key:"):
+            assert "${" in line, line
+    keyed = example(name, env={var: "from-env" for var in ("QDRANT_API_KEY", "QDRANT_DR_API_KEY", "OLD_QDRANT_API_KEY", "NEW_QDRANT_API_KEY")})
+    assert all(c.api_key == "from-env" for c in keyed.clusters.values())
+    assert all(c.api_key is None for c in example(name).clusters.values())
+
+
+def test_quickstart_keeps_backups_in_a_local_folder():
+    m = example("quickstart.yaml")
+    [repo] = m.repositories.values()
+    assert repo.kind == "path" and repo.path == PLANS / "qbr-backups"
+    assert m.state.path == PLANS / ".qbr" / "state.json"
+    assert m.clusters["local"].urls == ("http://localhost:6333",)
+
+
+def test_nightly_s3_uses_s3_with_retention_and_s3_state():
+    m = example("nightly-s3.yaml", env={"S3_ENDPOINT": "http://127.0.0.1:9000", "QBR_BUCKET": "b-123"})
+    [repo] = m.repositories.values()
+    assert (repo.kind, repo.bucket, repo.prefix, repo.endpoint_url) == ("s3", "b-123", "prod", "http://127.0.0.1:9000")
+    assert m.state.describe() == "s3://b-123/qbr/state.json"
+    nightly = m.backups["nightly"]
+    assert nightly.rpo == timedelta(hours=24)
+    assert not nightly.retention.is_empty()
+    assert nightly.selects("docs") and not nightly.selects("tmp_docs")
+    assert example("nightly-s3.yaml").repositories["s3"].endpoint_url is None
+
+
+def test_tiers_do_not_overlap_and_cover_everything():
+    m = example("tiers.yaml")
+    rpo = {name: b.rpo for name, b in m.backups.items()}
+    assert rpo == {"critical": timedelta(minutes=15), "important": timedelta(hours=1), "rest": timedelta(hours=24)}
+    for collection in ["critical_orders", "important_users", "docs", "critical", "important_", "logs_critical_x"]:
+        owners = [name for name, b in m.backups.items() if b.selects(collection)]
+        assert len(owners) == 1, (collection, owners)
+    assert m.backups["critical"].selects("critical_orders")
+    assert m.backups["rest"].selects("logs_critical_x")
+
+
+def test_dr_replica_restores_latest_into_a_second_cluster():
+    m = example("dr-replica.yaml")
+    [restore] = m.restores.values()
+    backup = m.backups[restore.from_backup]
+    assert restore.to != backup.cluster
+    assert restore.at is None
+    assert restore.if_exists == "replace"
+    assert restore.target_name("docs") == "docs"
+
+
+def test_migration_moves_three_listed_nodes_to_one_node_with_renames():
+    m = example("migration.yaml")
+    old, new = m.clusters["old"], m.clusters["new"]
+    assert len(old.urls) == 3 and old.discover is False
+    assert len(new.urls) == 1
+    [restore] = m.restores.values()
+    backup = m.backups[restore.from_backup]
+    assert (backup.cluster, restore.to) == ("old", "new")
+    assert restore.aliases and backup.aliases
+    sources = ["products_v1", "reviews", "users_2023", "users_2024"]
+    assert all(backup.selects(s) for s in sources)
+    assert [restore.target_name(s) for s in sources] == ["products", "reviews", "customers_2023", "customers_2024"]
