@@ -93,6 +93,7 @@ class Applier:
         self.outputs: dict[str, dict[str, Any]] = {}
         self._state_lock = threading.Lock()
         self._node_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._snapshot_locks: dict[tuple[str, str, int | None], threading.Lock] = {}
         self._slots_lock = threading.Lock()
 
     # ------------------------------------------------------------ the walk
@@ -175,6 +176,13 @@ class Applier:
         with self._slots_lock:
             return self._node_slots.setdefault(node, threading.BoundedSemaphore(SNAPSHOTS_PER_NODE))
 
+    def _snapshot_lock_for(self, node: str, collection: str, shard_id: int | None) -> threading.Lock:
+        """Qdrant names snapshots to the second, and a second create in the same second overwrites
+        the first; so one (node, collection, shard) is snapshotted by one action at a time, from
+        create through download to delete."""
+        with self._slots_lock:
+            return self._snapshot_locks.setdefault((node, collection, shard_id), threading.Lock())
+
     # ------------------------------------------------------------ node-local snapshots
 
     def _remember_node_snapshot(self, entry: dict[str, Any]) -> None:
@@ -204,9 +212,32 @@ class Applier:
                     f"shard {shard_id} of collection {collection} is no longer active on node {node}; run qbr plan again"
                 )
             shard_points = local[shard_id].get("points_count")
-        info = client.collection_info(collection)
-        config = dict(info.get("config") or {})
-        points = client.count_points(collection, exact=True)
+        with self._snapshot_lock_for(node, collection, shard_id):
+            info = client.collection_info(collection)
+            config = dict(info.get("config") or {})
+            points = client.count_points(collection, exact=True)
+            digest, key = self._snapshot_and_store(action, client)
+        archive = ArchiveRecord(
+            key=key,
+            size=digest.size,
+            sha256=digest.sha256 or "",
+            kind=p["kind"],
+            shard_ids=tuple(p["shard_ids"]),
+            node=node,
+            points_count=shard_points if shard_id is not None else points,
+        )
+        return {
+            "archive": asdict(archive),
+            "points_count": points,
+            "config": config,
+            "journal": {"archive": key, "size": digest.size, "sha256": digest.sha256},
+        }
+
+    def _snapshot_and_store(self, action: Action, client: Any) -> tuple[Digest, str]:
+        """Create the snapshot on the node, stream it into the repository with its sha256 checked,
+        then delete it from the node so Qdrant's disk does not fill."""
+        p = action.params
+        cluster, node, collection, shard_id = p["cluster"], p["node"], p["collection"], p["shard_id"]
         with self._slots_for(node):
             snapshot = client.create_snapshot(collection, shard_id=shard_id, wait=True)
         if snapshot is None:
@@ -243,21 +274,7 @@ class Applier:
             if error.status != 404:
                 raise
         self._forget_node_snapshot(entry)
-        archive = ArchiveRecord(
-            key=key,
-            size=digest.size,
-            sha256=digest.sha256 or "",
-            kind=p["kind"],
-            shard_ids=tuple(p["shard_ids"]),
-            node=node,
-            points_count=shard_points if shard_id is not None else points,
-        )
-        return {
-            "archive": asdict(archive),
-            "points_count": points,
-            "config": config,
-            "journal": {"archive": key, "size": digest.size, "sha256": digest.sha256},
-        }
+        return digest, key
 
     def _do_commit_set(self, action: Action) -> dict[str, Any]:
         p = action.params
