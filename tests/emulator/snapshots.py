@@ -10,6 +10,7 @@ Synthetic snapshots are "virtual": they have no file, their bytes are generated 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import tarfile
@@ -274,18 +275,23 @@ class SnapshotStore:
         try:
             with opener.open(urllib.request.Request(url, headers=headers), timeout=120) as response, \
                     open(tmp, "wb") as fh:
+                expected = response.headers.get("Content-Length")
+                received = 0
                 while block := response.read(READ_BLOCK):
                     fh.write(block)
                     digest.update(block)
+                    received += len(block)
+                if expected is not None and received != int(expected):
+                    raise http.client.IncompleteRead(b"", int(expected) - received)
         except urllib.error.HTTPError as err:
             tmp.unlink(missing_ok=True)
             raise bad_request(f"Failed to download snapshot from {safe_url(url)}: HTTP {err.code}") from None
-        except (urllib.error.URLError, OSError) as err:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             tmp.unlink(missing_ok=True)
             raise bad_request(f"Failed to download snapshot from {safe_url(url)}: {err}") from None
         if checksum and not hashes_equal(digest.hexdigest(), checksum):
             tmp.unlink(missing_ok=True)
-            raise bad_request(f"Snapshot checksum mismatch: expected {checksum}, got {digest.hexdigest()}")
+            raise ApiError(400, f"Snapshot checksum mismatch: expected {checksum}, got {digest.hexdigest()}")
         return tmp
 
     def local_file(self, location: str) -> Path:
@@ -304,4 +310,4 @@ def check_local_checksum(path: Path, checksum: str | None) -> None:
     if checksum:
         computed = sha256_file(path)
         if not hashes_equal(computed, checksum):
-            raise bad_request(f"Snapshot checksum mismatch: expected {checksum}, got {computed}")
+            raise ApiError(400, f"Snapshot checksum mismatch: expected {checksum}, got {computed}")

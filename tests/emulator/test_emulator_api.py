@@ -230,3 +230,12 @@ def test_independent_nodes_when_not_distributed(emulator, http):
     assert http.get(cluster.urls[1] + "/collections/docs").status_code == 404
     assert http.get(cluster.urls[1] + "/cluster").json()["result"] == {"status": "disabled"}
     assert cluster.collection_names() == ["docs"] and cluster.collection_names(node=1) == []
+
+
+def test_upload_is_authorised_before_anything_is_stored(emulator, http):
+    cluster = emulator(api_key="secret")
+    url = cluster.urls[0]
+    r = http.post(f"{url}/collections/docs/snapshots/upload", files={"snapshot": ("a.snapshot", b"x" * 3_000_000)})
+    assert r.status_code == 401 and r.text == "Must provide an API key or an Authorization bearer token"
+    assert not (cluster.nodes[0].snapshots_dir / "docs").exists()
+    assert http.get(url + "/").status_code == 200  # the connection was drained and still works

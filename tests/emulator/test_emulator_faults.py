@@ -135,3 +135,20 @@ def test_faults_are_per_node(emulator, http):
     cluster.nodes[1].faults.add(status=500, times=None)
     assert http.get(cluster.urls[0] + "/").status_code == 200
     assert http.get(cluster.urls[1] + "/").status_code == 500
+
+
+def test_url_recovery_from_a_cut_or_corrupt_source_fails_cleanly(emulator, http):
+    source, target = emulator(), emulator()
+    desc = snapshot_of(http, source.urls[0])
+    location = f"{source.urls[0]}/collections/docs/snapshots/{desc['name']}"
+    source.nodes[0].faults.add(method="GET", path="/snapshots/", cut_after=500)
+    r = http.put(f"{target.urls[0]}/collections/docs/snapshots/recover", json={"location": location})
+    assert r.status_code == 400 and "Failed to download snapshot" in r.json()["status"]["error"]
+    source.nodes[0].faults.add(method="GET", path="/snapshots/", corrupt=True)
+    r = http.put(f"{target.urls[0]}/collections/docs/snapshots/recover",
+                 json={"location": location, "checksum": desc["checksum"]})
+    assert r.status_code == 400 and "Snapshot checksum mismatch" in r.json()["status"]["error"]
+    source.nodes[0].down()
+    r = http.put(f"{target.urls[0]}/collections/docs/snapshots/recover", json={"location": location})
+    assert r.status_code == 400
+    assert target.collection_names() == [] and target.nodes[0].errors == []

@@ -117,7 +117,7 @@ def test_recover_from_url_of_another_node_with_api_key(emulator, http):
     bad = http.put(f"{target.urls[0]}/collections/other/snapshots/recover",
                    json={"location": location, "checksum": "0" * 64, "api_key": "src-key"})
     assert bad.status_code == 400
-    assert bad.json()["status"]["error"] == f"Bad request: Snapshot checksum mismatch: expected {'0' * 64}, got {desc['checksum']}"
+    assert bad.json()["status"]["error"] == f"Snapshot checksum mismatch: expected {'0' * 64}, got {desc['checksum']}"
     unauth = http.put(f"{target.urls[0]}/collections/other/snapshots/recover", json={"location": location})
     assert unauth.status_code == 400 and "HTTP 401" in unauth.json()["status"]["error"]
     assert "other" not in target.collection_names()
