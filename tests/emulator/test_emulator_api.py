@@ -200,7 +200,8 @@ def test_auth_api_key_and_bearer(emulator, http):
 def test_read_only_key_reads_but_cannot_manage(emulator, http):
     cluster = emulator(api_key="rw", read_only_api_key="ro")
     url = cluster.urls[0]
-    make_collection(http.__class__(headers={"api-key": "rw"}, trust_env=False), url, points=2)
+    with httpx.Client(headers={"api-key": "rw"}, trust_env=False) as admin:
+        make_collection(admin, url, points=2)
     ro = {"api-key": "ro"}
     assert http.get(f"{url}/collections/docs", headers=ro).status_code == 200
     assert http.post(f"{url}/collections/docs/points/scroll", json={}, headers=ro).status_code == 200

@@ -103,7 +103,8 @@ def test_multi_node_backup_restores_every_point_onto_a_matching_cluster(emulator
 def test_recover_from_url_of_another_node_with_api_key(emulator, http):
     source = emulator(api_key="src-key")
     target = emulator()
-    seed(http.__class__(headers={"api-key": "src-key"}, trust_env=False), source.urls[0])
+    with httpx.Client(headers={"api-key": "src-key"}, trust_env=False) as admin:
+        seed(admin, source.urls[0])
     hdr = {"api-key": "src-key"}
     desc = http.post(f"{source.urls[0]}/collections/docs/snapshots", headers=hdr).json()["result"]
     location = f"{source.urls[0]}/collections/docs/snapshots/{desc['name']}"
