@@ -67,7 +67,7 @@ _S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """A Qdrant cluster; `urls` lists the known nodes' REST URLs (url first)."""
+    """A Qdrant cluster; `urls` lists the known nodes' REST URLs (url first, no trailing '/')."""
 
     name: str
     urls: tuple[str, ...]
@@ -622,7 +622,7 @@ class _Converter:
                 return None
             body = text[dollar + 2 : end]
             match = _VAR.fullmatch(body)
-            if match is None:
+            if match is None or "${" in body:
                 self.fail(
                     path,
                     pos,
@@ -731,10 +731,14 @@ def _schema_messages(error: Any, path: PathKey, tree: _Tree) -> list[tuple[Pos, 
     if kind == "additionalProperties" and isinstance(instance, dict):
         allowed = list(error.schema.get("properties", {}))
         place = f"in {where}" if path else "at the top level"
+        unknown = [key for key in instance if key not in allowed]
+        # Past MAX_PROBLEMS a key's problem is never shown, only counted: skip the costly hint.
         return [
-            (tree.key(path + (key,)), f"unknown key {_q(key)} {place}{_did_you_mean(key, allowed)}")
-            for key in instance
-            if key not in allowed
+            (
+                tree.key(path + (key,)),
+                f"unknown key {_q(key)} {place}" + (_did_you_mean(key, allowed) if index < MAX_PROBLEMS else ""),
+            )
+            for index, key in enumerate(unknown)
         ]
     if kind == "required" and isinstance(instance, dict):
         place = f"in {where}" if path else "at the top level"
@@ -824,6 +828,9 @@ def _check_references(data: Any, tree: _Tree, problems: _Problems) -> None:
         _check_duration(cluster.get("timeout"), base + ("timeout",), report)
 
     for name, repository in repositories.items():
+        if isinstance(repository, dict) and isinstance(repository.get("path"), str):
+            if _has_control(repository["path"]):
+                report(("repositories", name, "path"), "a path may not hold control characters")
         if isinstance(repository, dict) and isinstance(repository.get("s3"), dict):
             s3 = repository["s3"]
             base = ("repositories", name, "s3")
@@ -887,10 +894,14 @@ def _check_state(state: Any, report: Any) -> None:
     if isinstance(state, str) and state.startswith("s3://"):
         if _parse_s3_url(state) is None:
             report(("state",), "expected s3://bucket/key with a valid bucket name and a key that does not end in '/'")
+    elif isinstance(state, str) and _has_control(state):
+        report(("state",), "a path may not hold control characters")
+    elif isinstance(state, dict) and isinstance(state.get("path"), str) and _has_control(state["path"]):
+        report(("state", "path"), "a path may not hold control characters")
     elif isinstance(state, dict) and isinstance(state.get("s3"), dict):
         key = state["s3"].get("key")
-        if isinstance(key, str) and (key.endswith("/") or not key.strip("/")):
-            report(("state", "s3", "key"), "the state key must name an object, not end in '/'")
+        if isinstance(key, str) and (key.endswith("/") or not key.strip("/") or _has_control(key)):
+            report(("state", "s3", "key"), "the state key must name an object: no trailing '/', no control characters")
         endpoint = state["s3"].get("endpoint_url")
         if isinstance(endpoint, str) and endpoint:
             reason = _url_problem(endpoint)
@@ -935,7 +946,7 @@ def _prefix_problem(prefix: str) -> str | None:
     stripped = prefix.strip("/")
     if not stripped:
         return None
-    if "\\" in stripped or any(ord(c) < 32 for c in stripped):
+    if "\\" in stripped or _has_control(stripped):
         return "a prefix may not hold backslashes or control characters"
     if any(part in ("", ".", "..") for part in stripped.split("/")):
         return "a prefix may not hold empty, '.' or '..' segments"
@@ -957,6 +968,10 @@ def _parse_at(text: str) -> datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 32 or ord(char) == 127 for char in text)
 
 
 def _has_glob(text: str) -> bool:

@@ -361,6 +361,7 @@ def test_unset_variable_is_named_at_its_scalar():
         ('"${}"', "'${}' is not a valid reference"),
         ('"${1ABC}"', "'${1ABC}' is not a valid reference"),
         ('"${A B}"', "'${A B}' is not a valid reference"),
+        ('"${A:-${B}}"', "'${A:-${B}' is not a valid reference"),
     ],
 )
 def test_malformed_references(value, expected):
@@ -584,6 +585,10 @@ def _mangle(old: str, new: str) -> str:
         ("{path: ./backups}", '{s3: {bucket: bkt, prefix: "a/../b"}}', "a prefix may not hold empty, '.' or '..' segments"),
         ("{path: ./backups}", '{s3: {bucket: bkt, endpoint_url: "minio:9000"}}', "expected an http:// or https:// URL"),
         ("{path: ./backups}", '{path: ""}', "repositories.main.path: must not be empty"),
+        ("{path: ./backups}", '{path: "a\\0b"}', "repositories.main.path: a path may not hold control characters"),
+        ("version: 1", 'version: 1\nstate: "s\\tx"', "state: a path may not hold control characters"),
+        ("version: 1", "version: 1\nstate: {s3: {bucket: bkt, key: a/}}", "state.s3.key: the state key must name an object"),
+        ("version: 1", "version: 1\nstate: s3://bkt/", "state: expected s3://bucket/key"),
         ("clusters:\n  prod", 'clusters:\n  "prod\\n"', "clusters: 'prod\\n' is not a valid name"),
         ("clusters:\n  prod", "clusters:\n  " + "p" * 64, "is not a valid name"),
     ],
