@@ -56,7 +56,7 @@ def validate(manifest_file: str | None) -> None:
     path = resolve_manifest_path(manifest_file)
     manifest = load_manifest(path)
     click.echo(
-        f"{path}: valid ({len(manifest.backups)} backups, {len(manifest.restores)} restores)"
+        f"{manifest.source}: valid ({len(manifest.backups)} backups, {len(manifest.restores)} restores)"
     )
 
 

@@ -1128,7 +1128,9 @@ def _targets_meet(entries: list[tuple[str, str]], i: int, j: int, reaches: Any) 
         )
         target = name_form[1]
         if other_form[0] == "same":
-            return target if fnmatchcase(target, other_form[1]) and reaches(target, other_index) else None
+            # `{docs: docs_dr, "*": "*"}` only clashes if the source holds a collection named
+            # docs_dr; whether it does is known at plan time, where the planner refuses it.
+            return None
         (lp, ls), (rp, rs) = other_form[1], other_form[2]
         if target.startswith(rp) and target.endswith(rs) and len(target) >= len(rp) + len(rs):
             middle = target[len(rp) : len(target) - len(rs)]

@@ -364,10 +364,18 @@ def _plan_restore(
     desired_aliases: dict[str, str] = {}
     targets_restored: set[str] = set()
     owned = {restore.target_name(s) for s in source.collections} - {None}
+    claimed: dict[str, str] = {}
     for source_name in sorted(source.collections):
         target_name = restore.target_name(source_name)
         if target_name is None:
             continue
+        if target_name in claimed:
+            draft.refusals.append(
+                f"restore {restore.name}: collections {claimed[target_name]} and {source_name} would both be restored "
+                f"into {target_name}; give each its own target in the restore's collections"
+            )
+            continue
+        claimed[target_name] = source_name
         for other in manifest.backups.values():
             if other.cluster == restore.to and other.selects(target_name):
                 draft.refusals.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qbr.manifest import load_manifest
+from qbr.manifest import load_manifest, load_manifest_text
 
 PLANS = Path(__file__).resolve().parent.parent / "examples" / "plans"
 README_LISTS = {"quickstart.yaml", "nightly-s3.yaml", "tiers.yaml", "dr-replica.yaml", "migration.yaml"}
@@ -94,3 +94,15 @@ def test_migration_moves_three_listed_nodes_to_one_node_with_renames():
     sources = ["products_v1", "reviews", "users_2023", "users_2024"]
     assert all(backup.selects(s) for s in sources)
     assert [restore.target_name(s) for s in sources] == ["products", "reviews", "customers_2023", "customers_2024"]
+
+
+def test_the_readme_manifest_is_valid():
+    """The manifest a newcomer reads first in the README must itself validate."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## The manifest\s+```yaml\n(.*?)```", readme, re.S)
+    assert block is not None, "README has a yaml block under 'The manifest'"
+    manifest = load_manifest_text(block.group(1), "README.md", Path("/tmp"), env={"QDRANT_API_KEY": "k"})
+    assert set(manifest.backups) == {"nightly"} and set(manifest.restores) == {"dr-replica"}
+    assert manifest.restores["dr-replica"].target_name("docs") == "docs_dr"

@@ -407,3 +407,12 @@ def test_plan_is_deterministic_and_round_trips_through_json_and_the_schema():
     again = Plan.from_dict(json.loads(first.to_json()))
     assert again == first
     assert again.summary()["create"] == sum(1 for a in first.actions if a.change == "create")
+
+
+def test_two_sources_restored_into_one_target_are_refused_at_plan_time():
+    docs, docs_dr = collection("docs"), collection("docs_dr")
+    s = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs, "docs_dr": docs_dr})
+    extra = RESTORE.replace('{"docs": "docs_dr", "images": "*"}', '{"docs": "docs_dr", "*": "*"}')
+    world = observed([cluster("prod", [docs, docs_dr]), cluster("dr", [])], repository([s]))
+    with pytest.raises(PlanError, match="collections docs and docs_dr would both be restored into docs_dr"):
+        plan(manifest(extra), world, State(), NOW)
