@@ -186,3 +186,29 @@ def test_a_damaged_archive_is_refused_and_nothing_is_restored(emulator, tmp_path
     assert "checksum" in run.stderr.lower() or "sha256" in run.stderr.lower()
     with QdrantClient(dr.urls[0]) as client:
         assert not client.collection_exists("docs_dr")
+
+
+def test_a_bulk_restore_that_stops_halfway_resumes_where_it_stopped(emulator, tmp_path):
+    prod = emulator(nodes=1)
+    names = [f"c{i:02d}" for i in range(30)]
+    for name in names:
+        make_collection(prod.urls[0], name, points=3)
+    dr = emulator(nodes=1)
+    # Collections c15..c29 cannot be recovered on the first run (the node answers 500 for them).
+    dr.nodes[0].faults.add(method="POST", path=r"/collections/c(1[5-9]|2[0-9])/snapshots/upload", status=500, times=None)
+    write_manifest(tmp_path, manifest_text(prod, {"dr": dr}, "path: ./backups", restore_block("bulk", "dr", '{"*": "*"}')))
+    first = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert first.exit_code == 1
+    assert "15 failed" in first.stdout
+    state = json.loads((tmp_path / ".qbr" / "state.json").read_text())
+    assert sorted(state["restores"]["bulk"]) == names[:15], "each restored collection is journaled as it finishes"
+    dr.nodes[0].faults.clear()
+    before = len(dr.nodes[0].requests)
+    plan = json.loads(qbr("plan", "--json", "--now", T0, cwd=tmp_path).stdout)
+    assert sorted(a["params"]["target_collection"] for a in plan["actions"] if a["kind"] == "restore_collection") == names[15:]
+    second = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert second.exit_code == 0, second.output
+    uploads = [r for r in dr.nodes[0].requests[before:] if r[1].endswith("/snapshots/upload")]
+    assert sorted(r[1].split("/")[2] for r in uploads) == names[15:], "only the missing half is recovered again"
+    for name in names:
+        assert all_points(dr.urls[0], name) == all_points(prod.urls[0], name)
