@@ -241,3 +241,18 @@ backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
     taken = qbr("apply", "--auto-approve", "--now", "2026-11-21T10:00:00Z", cwd=tmp_path, env={"QBR_LOCK_LEASE": "30"})
     assert taken.exit_code == 0, taken.output
     assert "took over the state lock held by" in taken.stderr and expired.info.id in taken.stderr
+
+
+def test_the_readme_main_job_backs_up_qdrant_url_into_a_folder_with_the_embedded_default(emulator, tmp_path):
+    cluster = emulator(nodes=1)
+    make_collection(cluster.urls[0], "docs", points=12)
+    env = {"QDRANT_URL": cluster.urls[0]}
+    first = qbr("apply", "--auto-approve", cwd=tmp_path, env=env)
+    assert first.exit_code == 0, first.output
+    assert "embedded default manifest" in first.stderr
+    sets = list((tmp_path / "qbr-backups" / "sets" / "default").iterdir())
+    assert len(sets) == 1
+    second = qbr("apply", "--auto-approve", cwd=tmp_path, env=env)
+    assert second.exit_code == 0 and "No changes" in second.stdout
+    status = qbr("status", cwd=tmp_path, env=env)
+    assert status.exit_code == 0 and "backup default: OK" in status.stdout
