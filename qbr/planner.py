@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from deepdiff import DeepDiff
+
 from qbr.durations import format_duration
 from qbr.errors import PlanError
 from qbr.manifest import BackupConfig, Manifest, RestoreConfig
@@ -114,6 +116,18 @@ def _newest_record_of(sets: list[SetRecord], collection: str) -> CollectionRecor
     return None
 
 
+def describe_config_change(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    """Which config fields changed, e.g. 'params.on_disk_payload, hnsw_config.m' (for reasons)."""
+    paths = sorted(
+        path.replace("root", "", 1).replace("']['", ".").replace("['", "").replace("']", "").replace("[", ".").replace("]", "")
+        for path in DeepDiff(old, new, ignore_order=True).affected_paths
+    )
+    if not paths:
+        return "config changed"
+    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+    return f"config changed: {shown}"
+
+
 def _archives_intact(record: CollectionRecord, repo: RepositoryState) -> bool:
     return all(
         a.key in repo.archives and repo.archives[a.key].size == a.size for a in record.archives
@@ -184,7 +198,7 @@ def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: d
             else "only_changed is off"
             if not backup.only_changed
             else f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points"
-            + (", config changed)" if previous.config_sha256 != current.config_sha256 else ")")
+            + (f", {describe_config_change(previous.config, current.config)})" if previous.config_sha256 != current.config_sha256 else ")")
             if (previous.points_count != current.points_count or previous.config_sha256 != current.config_sha256)
             else f"archives of set {previous.copied_in} are missing from the repository"
         )

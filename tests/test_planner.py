@@ -166,7 +166,7 @@ def test_only_changed_copies_again_when_config_changed_or_archive_missing():
     changed_cfg = collection("docs", 10, config={**CONFIG, "params": {**CONFIG["params"], "on_disk_payload": True}})
     old = set_record(set_id_for(NOW - timedelta(days=2)), {"docs": docs})
     p = plan(manifest(), observed([cluster("prod", [changed_cfg]), cluster("dr", [])], repository([old])), State(), NOW)
-    assert "config changed" in next(a for a in p.actions if a.kind == "copy_archive").reason
+    assert "config changed: params.on_disk_payload" in next(a for a in p.actions if a.kind == "copy_archive").reason
     broken_repo = replace(repository([old]), archives={})
     p = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], broken_repo), State(), NOW)
     assert "missing from the repository" in next(a for a in p.actions if a.kind == "copy_archive").reason
