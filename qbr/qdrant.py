@@ -480,7 +480,8 @@ class QdrantClient:
         return self._aliases("/aliases", "list aliases")
 
     def collection_aliases(self, collection: str) -> list[str]:
-        pairs = self._aliases(f"/collections/{_seg(collection)}/aliases", f"list the aliases of collection `{collection}`")
+        path = f"/collections/{_seg(collection)}/aliases"
+        pairs = self._aliases(path, f"list the aliases of collection `{collection}`")
         return [alias for alias, _ in pairs]
 
     def update_aliases(self, actions: list[dict]) -> None:
@@ -530,7 +531,9 @@ class QdrantClient:
 
     # ---------------------------------------------------------------- collection and shard snapshots
 
-    def create_snapshot(self, collection: str, *, shard_id: int | None = None, wait: bool = True) -> SnapshotInfo | None:
+    def create_snapshot(
+        self, collection: str, *, shard_id: int | None = None, wait: bool = True
+    ) -> SnapshotInfo | None:
         """Make a snapshot on this node (of its local shards); None when accepted with wait=False."""
         path = self._snapshots_path(collection, shard_id)
         result = self._call(
