@@ -8,7 +8,6 @@ later plan sweeps after the grace period), never a set that names a missing arch
 
 from __future__ import annotations
 
-import posixpath
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from qbr import __version__
+from qbr import __version__, faultpoints
 from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError, QdrantError
 from qbr.plan import Action, Plan, order_actions
@@ -37,7 +36,6 @@ from qbr.transfer import Digest, Progress, verified
 
 SNAPSHOTS_PER_NODE = 2  # never more than this many snapshot creations on one node at once
 COPY_ATTEMPTS = 3  # a transfer cut short is restarted this many times in all
-PRESIGN_SECONDS = 900
 
 
 class PreconditionError(QbrError):
@@ -166,6 +164,7 @@ class Applier:
         with self._state_lock:
             self.state.journal.append(entry)
         self._save()
+        faultpoints.reached("action.journaled")
         self.report(outcome, action)
 
     def _save(self) -> None:
@@ -243,7 +242,9 @@ class Applier:
         if snapshot is None:
             raise QbrError(f"node {node} did not describe the snapshot of collection {collection} it made; try again")
         entry = {"cluster": cluster, "node": node, "collection": collection, "shard_id": shard_id, "name": snapshot.name}
+        faultpoints.reached("snapshot.created")
         self._remember_node_snapshot(entry)
+        faultpoints.reached("snapshot.recorded")
         key = archive_key(collection, p["backup"], p["set_id"], snapshot.name)
         repo = self.connections.repository(p["repository"])
         what = f"snapshot {snapshot.name} of collection {collection} from node {node}"
@@ -268,11 +269,13 @@ class Applier:
             except QbrError as error:
                 if attempt == COPY_ATTEMPTS or not _worth_retrying(error):
                     raise
+        faultpoints.reached("snapshot.stored")
         try:
             client.delete_snapshot(collection, snapshot.name, shard_id=shard_id)
         except QdrantError as error:
             if error.status != 404:
                 raise
+        faultpoints.reached("snapshot.deleted")
         self._forget_node_snapshot(entry)
         return digest, key
 
@@ -330,7 +333,9 @@ class Applier:
             completed=utc_iso(self.clock()),
             qbr_version=__version__,
         )
+        faultpoints.reached("set.before_write")
         repo.put_bytes(key, record.to_json(), if_none_match=True)
+        faultpoints.reached("set.written")
         return {"journal": {"set": key, "collections": len(collections)}}
 
     # ------------------------------------------------------------ retention and garbage
@@ -350,7 +355,9 @@ class Applier:
             raise PreconditionError(
                 f"set {p['backup']}/{p['set_id']} is the newest set of its backup now; it is never deleted"
             )
+        faultpoints.reached("set.before_delete")
         repo.delete(key)
+        faultpoints.reached("set.deleted")
         return {"journal": {"set": key}}
 
     def _do_delete_archive(self, action: Action) -> dict[str, Any]:
@@ -367,7 +374,9 @@ class Applier:
                 raise PreconditionError(
                     f"archive {p['key']} is referenced by set {record.backup}/{record.set_id}; it was kept"
                 )
+        faultpoints.reached("archive.before_delete")
         repo.delete(p["key"])
+        faultpoints.reached("archive.deleted")
         return {"journal": {"archive": p["key"]}}
 
     def _do_abort_upload(self, action: Action) -> dict[str, Any]:
@@ -386,6 +395,7 @@ class Applier:
         except QdrantError as error:
             if error.status != 404:
                 raise
+        faultpoints.reached("node_snapshot.deleted")
         self._forget_node_snapshot(dict(p))
         return {}
 
@@ -398,7 +408,9 @@ class Applier:
 
     def _do_update_aliases(self, action: Action) -> dict[str, Any]:
         p = action.params
+        faultpoints.reached("aliases.before_update")
         self.connections.seed(p["cluster"]).update_aliases(p["actions"])
+        faultpoints.reached("aliases.updated")
         return {"journal": {"aliases": len(p["actions"])}}
 
 
@@ -420,7 +432,3 @@ def _worth_retrying(error: QbrError) -> bool:
     if isinstance(error, QdrantError):
         return error.status is None or error.status >= 500
     return False
-
-
-def archive_filename(key: str) -> str:
-    return posixpath.basename(key)

@@ -70,7 +70,7 @@ def _now_option(func):
     )(func)
 
 
-def _clock(now_text: str | None) -> "Clock":
+def _clock(now_text: str | None):  # -> qbr.workflow.Clock
     from qbr.records import parse_utc
     from qbr.workflow import Clock
 

@@ -299,7 +299,7 @@ class SnapshotStream:
             for chunk in self._response.iter_bytes(self._chunk_size):
                 if chunk:
                     yield chunk
-        except httpx.TransportError as exc:
+        except httpx.TransportError:
             raise self._interrupted(self._response.num_bytes_downloaded) from None
         got = self._response.num_bytes_downloaded
         if self._raw_length is not None and got != self._raw_length:
