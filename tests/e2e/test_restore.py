@@ -7,7 +7,7 @@ import json
 import pytest
 
 from qbr.qdrant import QdrantClient
-from qbr.repository import open_local_repository, open_s3_repository
+from qbr.repository import open_local_repository
 from tests.e2e.helpers import all_points, make_collection, qbr, read_sets, upsert, write_manifest
 
 T0 = "2026-11-21T08:00:00Z"
