@@ -13,8 +13,10 @@ upload endpoint, streamed; the uploaded copy Qdrant leaves behind is deleted aft
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
+from qbr import faultpoints
 from qbr.errors import ChecksumError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
@@ -71,6 +73,7 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
             seed.create_collection(
                 target, source.config, shard_number=source.shard_number, replication_factor=replication
             )
+            faultpoints.reached("restore.collection_created")
         holders = _shard_holders(conn, cluster, nodes, target)
         for archive in source.archives:
             if archive.kind == "shard":
@@ -91,6 +94,7 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
             f"restored collection {target} on cluster {cluster} has {points} points, but set {p['set_id']} recorded "
             f"{source.points_count}; the restore is not trusted (run qbr verify, then apply again)"
         )
+    faultpoints.reached("restore.before_record")
     provenance = {
         "backup": p["backup"],
         "set_id": p["set_id"],
@@ -128,27 +132,43 @@ def _shard_holders(conn: Any, cluster: str, nodes: list[Any], collection: str) -
 def _recover(
     applier: "Applier", client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
 ) -> None:
+    faultpoints.reached("restore.before_recover")
     if via == "url":
         url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
         if url is None:
             via = "upload"
         else:
             client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256)
+            faultpoints.reached("restore.recovered")
             return
     filename = posixpath.basename(archive.key)
     applier.progress.expect(archive.size)
     client.upload_snapshot(
         collection,
-        lambda: repo.open_read(archive.key),
+        lambda: _read_archive(repo, archive.key),
         filename=filename,
         size=archive.size,
         shard_id=shard_id,
         priority=PRIORITY,
         checksum=archive.sha256,
     )
+    faultpoints.reached("restore.recovered")
     # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.
     try:
         client.delete_snapshot(collection, filename, shard_id=shard_id)
     except QdrantError as error:
         if error.status != 404:
             raise
+
+
+@contextmanager
+def _read_archive(repo: Any, key: str) -> Iterator[Iterator[bytes]]:
+    """Stream an archive out of the repository for an upload (each chunk is a fault point)."""
+    with repo.open_read(key) as chunks:
+        yield _each_chunk(chunks)
+
+
+def _each_chunk(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        faultpoints.reached("restore.upload_chunk")
+        yield chunk

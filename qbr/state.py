@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from qbr import __version__
+from qbr import __version__, faultpoints
 from qbr.errors import LockError, NotFoundError, QbrError, StateError
 from qbr.manifest import StateLocation
 from qbr.records import parse_utc, utc_iso
@@ -123,6 +123,7 @@ class StateStore:
                 state.lineage = str(uuid.uuid4())
             state.serial += 1
             state.journal = state.journal[-JOURNAL_LIMIT:]
+            faultpoints.reached("state.before_write")
             try:
                 info = self.repo.put_bytes(
                     self.key,
@@ -138,6 +139,7 @@ class StateStore:
                 ) from None
             self._etag = info.etag
             self._restrict_mode()
+            faultpoints.reached("state.written")
 
     def _restrict_mode(self) -> None:
         if self.location.kind == "path" and self.location.path is not None:

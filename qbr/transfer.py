@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
+from qbr import faultpoints
 from qbr.errors import ChecksumError
 
 
@@ -49,6 +50,7 @@ def verified(
         size += len(chunk)
         if progress is not None:
             progress.advance(len(chunk))
+        faultpoints.reached("transfer.chunk")
         if pending is not None:
             yield pending
         pending = chunk

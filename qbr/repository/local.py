@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from qbr import faultpoints
 from qbr.errors import NotFoundError, RepositoryError
 from qbr.repository.base import (
     RESERVED_PREFIX,
@@ -154,6 +155,7 @@ class LocalRepository(Repository):
                         raise self._write_error(error) from error
                     digest.update(chunk)
                     size += len(chunk)
+                    faultpoints.reached("local.chunk_written")
                 try:
                     out.flush()
                     os.fsync(out.fileno())
@@ -223,6 +225,7 @@ class LocalRepository(Repository):
         self, key: str, path: Path, chunks: Iterable[bytes], if_none_match: bool, if_match: str | None
     ) -> ObjectInfo:
         temp, info = self._write_temp(path, chunks)
+        faultpoints.reached("local.before_rename")
         self._commit(temp, path, key, if_none_match=if_none_match, if_match=if_match)
         return ObjectInfo(key=key, size=info.size, modified=info.modified, etag=info.etag)
 

@@ -18,6 +18,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from qbr import faultpoints
 from qbr.errors import NotFoundError, RepositoryError
 from qbr.repository.base import (
     ObjectInfo,
@@ -237,6 +238,7 @@ class S3Repository(Repository):
                 if "ChecksumCRC32" in response:
                     entry["ChecksumCRC32"] = response["ChecksumCRC32"]
                 parts.append(entry)
+                faultpoints.reached("s3.part_uploaded")
                 size += len(part)
                 part = bytearray()  # drop this part before reading the next
                 step = len(parts) // PARTS_PER_SIZE_STEP
