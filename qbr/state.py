@@ -186,6 +186,11 @@ class LockInfo:
         return f"{self.who}@{self.host} (pid {self.pid}, qbr {self.operation}, since {self.created}, lock ID {self.id})"
 
 
+def _precise(moment: datetime) -> str:
+    """Lease times keep milliseconds: a lease of a second must not expire the moment it is written."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _whoami() -> str:
     try:
         return getpass.getuser()
@@ -224,7 +229,7 @@ class StateLock:
             pid=os.getpid(),
             operation=self.operation,
             created=utc_iso(now) if lock_id is None or self.info is None else self.info.created,
-            expires=utc_iso(now + self.lease),
+            expires=_precise(now + self.lease),
         )
 
     def acquire(self, timeout: float) -> None:

@@ -1,0 +1,143 @@
+"""State file and lock, on a local folder and on S3 (moto over HTTP): same behaviour on both."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qbr.errors import LockError, StateError
+from qbr.manifest import StateLocation
+from qbr.state import State, StateLock, StateStore, force_unlock, read_lock
+
+
+@pytest.fixture(params=["local", "s3"])
+def location(request, tmp_path):
+    if request.param == "local":
+        return StateLocation("path", tmp_path / ".qbr" / "state.json", None, None, None, None)
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    return StateLocation("s3", None, bucket, "qbr/state.json", endpoint, "us-east-1")
+
+
+def test_a_missing_state_reads_empty_and_writes_start_a_lineage(location):
+    store = StateStore(location)
+    state = store.read()
+    assert state.lineage is None and state.serial == 0
+    state.restores["r"] = {"docs": {"set_id": "x"}}
+    store.write(state)
+    again = StateStore(location).read()
+    assert again.lineage == state.lineage and again.serial == 1
+    assert again.restores == {"r": {"docs": {"set_id": "x"}}}
+
+
+def test_a_writer_that_read_an_older_version_loses(location):
+    first, second = StateStore(location), StateStore(location)
+    state = first.read()
+    first.write(state)
+    stale = second.read()
+    fresh = first.read()
+    first.write(fresh)
+    with pytest.raises(StateError, match="was changed by someone else during this run"):
+        second.write(stale)
+    assert StateStore(location).read().serial == 2
+
+
+def test_corrupt_empty_and_newer_state_files_are_sentences(location):
+    store = StateStore(location)
+    for raw, message in (
+        (b"{not json", "is not valid JSON"),
+        (b"  ", "is empty"),
+        (b"[1, 2]", "is not a JSON object"),
+        (b'{"format_version": 99}', "was written by a newer qbr"),
+        (b'{"lineage": "x"}', "has no valid format_version"),
+    ):
+        store.repo.put_bytes(store.key, raw)
+        with pytest.raises(StateError, match=message):
+            store.read()
+
+
+def test_the_lock_is_exclusive_waits_then_names_its_holder(location):
+    store = StateStore(location)
+    holder = StateLock(store, "apply")
+    holder.acquire(0)
+    started = time.monotonic()
+    with pytest.raises(LockError) as caught:
+        StateLock(store, "apply").acquire(0.5)
+    assert time.monotonic() - started >= 0.5
+    assert holder.info.id in str(caught.value) and "force-unlock" in str(caught.value)
+    holder.release()
+    assert read_lock(store) is None
+    after = StateLock(store, "apply")
+    after.acquire(0)
+    after.release()
+
+
+def test_a_waiting_apply_gets_the_lock_when_the_holder_releases(location):
+    store = StateStore(location)
+    holder = StateLock(store, "apply")
+    holder.acquire(0)
+    threading.Timer(0.4, holder.release).start()
+    waiter = StateLock(store, "apply")
+    waiter.acquire(5)
+    assert read_lock(store).id == waiter.info.id
+    waiter.release()
+
+
+def test_leases_are_renewed_while_held_and_taken_over_once_expired(location, monkeypatch):
+    monkeypatch.setenv("QBR_LOCK_LEASE", "1")
+    store = StateStore(location)
+    live = StateLock(store, "apply")
+    live.acquire(0)
+    first_expiry = read_lock(store).expires
+    time.sleep(1.5)
+    assert read_lock(store).expires > first_expiry, "the running holder renews its lease"
+    with pytest.raises(LockError):
+        StateLock(store, "apply").acquire(0.2)
+    live._stop.set()  # the holder dies: nobody renews
+    live._renewer.join()
+    time.sleep(1.2)
+    warnings = []
+    taker = StateLock(store, "apply", warn=warnings.append)
+    taker.acquire(0)
+    assert warnings and live.info.id in warnings[0] and "lease expired" in warnings[0]
+    taker.release()
+
+
+def test_force_unlock_needs_the_right_id(location):
+    store = StateStore(location)
+    lock = StateLock(store, "apply")
+    lock.acquire(0)
+    lock._stop.set()
+    with pytest.raises(LockError, match=lock.info.id):
+        force_unlock(store, "wrong")
+    assert force_unlock(store, lock.info.id).id == lock.info.id
+    assert read_lock(store) is None
+    with pytest.raises(LockError, match="is not locked"):
+        force_unlock(store, lock.info.id)
+
+
+def test_two_lockers_racing_never_both_win(location):
+    store = StateStore(location)
+    winners, errors = [], []
+
+    def attempt():
+        lock = StateLock(store, "apply")
+        try:
+            lock.acquire(0)
+            winners.append(lock)
+        except LockError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1 and len(errors) == 5
+    winners[0].release()
+
+
+def test_state_round_trips_every_field():
+    state = State(lineage="l", serial=3, restores={"r": {"c": {"set_id": "s"}}}, node_snapshots=[{"name": "n"}], journal=[{"action": "a"}], provenance={"p": 1})
+    assert State.from_json(state.to_json(), "x") == state
