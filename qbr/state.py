@@ -132,6 +132,10 @@ class StateStore:
                     if_match=self._etag,
                 )
             except PreconditionFailed:
+                written = self._landed_anyway(state)
+                if written is not None:
+                    self._etag = written
+                    return
                 state.serial -= 1
                 raise StateError(
                     f"the state file {self.describe()} was changed by someone else during this run; "
@@ -140,6 +144,15 @@ class StateStore:
             self._etag = info.etag
             self._restrict_mode()
             faultpoints.reached("state.written")
+
+    def _landed_anyway(self, state: State) -> str | None:
+        """A conditional PUT whose answer was lost is retried and then 'fails' against itself;
+        if the stored bytes are exactly ours, the write did land: return its etag."""
+        try:
+            raw, info = self.repo.get_with_info(self.key)
+        except NotFoundError:
+            return None
+        return info.etag if raw == state.to_json() else None
 
     def _restrict_mode(self) -> None:
         if self.location.kind == "path" and self.location.path is not None:
@@ -245,6 +258,10 @@ class StateLock:
             except PreconditionFailed:
                 pass
             held = self._read_current()
+            if held is not None and held[0] is not None and held[0].id == info.id:
+                # Our write landed but its answer was lost and the retry lost to ourselves.
+                self.info, self._etag = info, held[1]
+                break
             if held is not None:
                 holder, etag = held
                 if holder is None or parse_utc(holder.expires) <= self.clock():

@@ -38,6 +38,7 @@ def test_a_writer_that_read_an_older_version_loses(location):
     stale = second.read()
     fresh = first.read()
     first.write(fresh)
+    stale.restores["mine"] = {"docs": {"set_id": "s"}}
     with pytest.raises(StateError, match="was changed by someone else during this run"):
         second.write(stale)
     assert StateStore(location).read().serial == 2
