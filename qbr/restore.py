@@ -61,6 +61,8 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
     journal: list[dict[str, Any]] = []
     direct = len(nodes) == 1 and all(a.kind == "collection" for a in source.archives)
     if direct:
+        if exists and not _compatible(seed.collection_info(target), source):
+            seed.delete_collection(target)  # Qdrant refuses to recover over other vectors or shard counts
         for archive in source.archives:
             _recover(applier, seed, repo, target, archive, None, p["via"])
             journal.append({"archive": archive.key, "node": nodes[0].url})

@@ -212,3 +212,17 @@ def test_a_bulk_restore_that_stops_halfway_resumes_where_it_stopped(emulator, tm
     assert sorted(r[1].split("/")[2] for r in uploads) == names[15:], "only the missing half is recovered again"
     for name in names:
         assert all_points(dr.urls[0], name) == all_points(prod.urls[0], name)
+
+
+def test_replace_over_an_incompatible_collection_recreates_it(emulator, tmp_path):
+    prod = emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=25)
+    dr = emulator(nodes=1)
+    make_collection(dr.urls[0], "docs_dr", points=3, dim=8)
+    write_manifest(tmp_path, manifest_text(prod, {"dr": dr}, "path: ./backups", restore_block("to-dr", "dr", '{"docs": "docs_dr"}')))
+    plan = json.loads(qbr("plan", "--json", "--now", T0, cwd=tmp_path).stdout)
+    (restore,) = [a for a in plan["actions"] if a["kind"] == "restore_collection"]
+    assert restore["change"] == "replace" and "was not restored by qbr, and if_exists is replace" in restore["reason"]
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert_same_points(prod.urls[0], "docs", dr.urls[0], "docs_dr")
