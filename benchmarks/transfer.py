@@ -1,0 +1,347 @@
+"""Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
+
+    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--breakdown]
+
+Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
+real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
+Repository.put_stream) into (a) a local-folder repository and (b) S3 (moto's ThreadedMotoServer
+in this process, as in the test suite). Baselines: the same HTTP download copied to a file with
+shutil.copyfileobj (no hashing; fsynced, as the local repository fsyncs), and the same download
+handed to a plain boto3 upload_fileobj.
+Restore: QdrantClient.upload_snapshot streaming the archive from the repository into the
+node's upload endpoint, against a plain httpx multipart upload of the file to the same endpoint
+with the same query (so the node does the same work).
+Each pair runs interleaved `--repeat` times; the table shows the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    MIB,
+    drop_bucket,
+    emulator_process,
+    median,
+    mib_per_s,
+    moto_in_process,
+    print_ratio,
+    print_table,
+    s3_client,
+    use_fake_aws,
+)
+
+import httpx  # noqa: E402
+
+from qbr.qdrant import QdrantClient, SnapshotInfo  # noqa: E402
+from qbr.repository import Repository, open_local_repository, open_s3_repository  # noqa: E402
+from qbr.transfer import Digest, Progress, verified  # noqa: E402
+
+RESTORE_TARGET = "restored"
+
+
+def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one run."""
+    started, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _raw_get(url: str, path: str) -> http.client.HTTPResponse:
+    """A plain http.client GET: the least a download can do."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+    conn.request("GET", path, headers={"Accept-Encoding": "identity"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path} answered {response.status}")
+    return response
+
+
+# ---------------------------------------------------------------- backup direction
+
+
+def baseline_to_file(url: str, path: str, target: Path) -> None:
+    response = _raw_get(url, path)
+    with open(target, "wb") as out:
+        shutil.copyfileobj(response, out, MIB)
+        out.flush()
+        os.fsync(out.fileno())
+    response.close()
+
+
+def baseline_to_s3(url: str, path: str, s3, bucket: str, key: str) -> None:
+    response = _raw_get(url, path)
+    s3.upload_fileobj(response, bucket, key)
+    response.close()
+
+
+def qbr_backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str) -> None:
+    """What Applier._snapshot_and_store does for one archive, minus creating and deleting the snapshot."""
+    digest = Digest()
+    with client.download_snapshot(collection, snapshot.name) as stream:
+        repo.put_stream(
+            key,
+            verified(
+                stream,
+                digest,
+                what=f"snapshot {snapshot.name}",
+                expected_size=snapshot.size,
+                expected_sha256=snapshot.checksum,
+                progress=Progress(enabled=False),
+            ),
+        )
+    assert digest.size == snapshot.size
+
+
+# ---------------------------------------------------------------- restore direction
+
+
+def baseline_upload(http: httpx.Client, url: str, snapshot: SnapshotInfo, file: Path) -> None:
+    with open(file, "rb") as handle:
+        response = http.post(
+            f"{url}/collections/{RESTORE_TARGET}/snapshots/upload",
+            params={"wait": "true", "priority": "snapshot", "checksum": snapshot.checksum},
+            files={"snapshot": (snapshot.name, handle, "application/octet-stream")},
+        )
+    if response.status_code != 200:
+        raise RuntimeError(f"plain upload answered {response.status_code}: {response.text[:200]}")
+
+
+def qbr_restore(client: QdrantClient, snapshot: SnapshotInfo, repo: Repository, key: str) -> None:
+    """What restore._recover does when the node cannot fetch from the repository."""
+    client.upload_snapshot(
+        RESTORE_TARGET,
+        lambda: repo.open_read(key),
+        filename=snapshot.name,
+        size=snapshot.size,
+        priority="snapshot",
+        checksum=snapshot.checksum,
+    )
+
+
+def _forget_upload(client: QdrantClient, snapshot: SnapshotInfo) -> None:
+    client.delete_snapshot(RESTORE_TARGET, snapshot.name)
+
+
+# ---------------------------------------------------------------- where the time goes
+
+
+def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
+    """The backup path to a local folder built up step by step, so each step's cost shows."""
+    import hashlib
+
+    collection = f"bench{size_mib}"
+    client = QdrantClient(url, snapshot_timeout=600, timeout=600)
+    snapshot = client.create_snapshot(collection)
+    assert snapshot is not None
+    path = f"/collections/{collection}/snapshots/{snapshot.name}"
+    repo = open_local_repository(work / "breakdown")
+    target = work / "breakdown.file"
+
+    def raw(sink: Callable[[bytes], None]) -> None:
+        response = _raw_get(url, path)
+        while chunk := response.read(MIB):
+            sink(chunk)
+        response.close()
+
+    def raw_sha256() -> None:
+        digest = hashlib.sha256()
+        raw(digest.update)
+
+    def raw_file(md5: bool) -> Callable[[], None]:
+        def run() -> None:
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(target, "wb") as out:
+                def sink(chunk: bytes) -> None:
+                    out.write(chunk)
+                    if md5:
+                        digest.update(chunk)
+                raw(sink)
+                out.flush()
+                os.fsync(out.fileno())
+        return run
+
+    http = httpx.Client(timeout=600, trust_env=False)
+
+    def httpx_read(chunk_size: int | None) -> Callable[[], None]:
+        def run() -> None:
+            with http.stream("GET", url + path) as response:
+                for _ in response.iter_bytes(chunk_size):
+                    pass
+        return run
+
+    def qbr_read(verify: bool) -> Callable[[], None]:
+        def run() -> None:
+            with client.download_snapshot(collection, snapshot.name) as stream:
+                chunks = verified(stream, Digest(), what="x", expected_size=snapshot.size,
+                                  expected_sha256=snapshot.checksum) if verify else stream
+                for _ in chunks:
+                    pass
+        return run
+
+    def qbr_store() -> None:
+        with client.download_snapshot(collection, snapshot.name) as stream:
+            repo.put_stream("k", stream)
+
+    steps = [
+        ("http.client GET, 1 MiB reads, discarded", lambda: raw(lambda chunk: None)),
+        ("  + sha256", raw_sha256),
+        ("  + written to a file + fsync (the baseline)", raw_file(False)),
+        ("  + written to a file + md5 + fsync", raw_file(True)),
+        ("httpx stream, iter_bytes() (64 KiB chunks), discarded", httpx_read(None)),
+        ("httpx stream, iter_bytes(1 MiB), discarded", httpx_read(MIB)),
+        ("QdrantClient.download_snapshot, discarded", qbr_read(False)),
+        ("  + transfer.verified (sha256, size)", qbr_read(True)),
+        ("QdrantClient.download_snapshot -> LocalRepository.put_stream", qbr_store),
+        ("  the whole qbr path (+ verified)", lambda: qbr_backup(client, collection, snapshot, repo, "k")),
+    ]
+    rows = []
+    for label, run in steps:
+        runs = [_timed(run) for _ in range(repeat)]
+        wall, cpu = median([w for w, _ in runs]), median([c for _, c in runs])
+        rows.append([label, f"{mib_per_s(snapshot.size, wall):.0f}", f"{cpu * 1000 / size_mib:.2f}"])
+    http.close()
+    client.delete_snapshot(collection, snapshot.name)
+    client.close()
+    print()
+    print(f"where the time goes, backup of {size_mib} MiB to a local folder (median of {repeat}):")
+    print_table(["step", "MiB/s", "cpu ms/MiB"], rows)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_size(
+    size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path
+) -> tuple[list[list[object]], dict[str, float]]:
+    collection = f"bench{size_mib}"
+    client = QdrantClient(url, snapshot_timeout=600, timeout=600)
+    started = time.perf_counter()
+    snapshot = client.create_snapshot(collection)
+    assert snapshot is not None and snapshot.checksum
+    created = time.perf_counter() - started
+    size = snapshot.size
+    path = f"/collections/{collection}/snapshots/{snapshot.name}"
+    s3 = s3_client(endpoint)
+    local = open_local_repository(work / f"repo-{size_mib}")
+    remote = open_s3_repository(bucket, f"bench-{size_mib}", endpoint_url=endpoint, region="us-east-1")
+    key = f"snapshots/{collection}/bench.{snapshot.name}"
+    plain_file = work / f"plain-{size_mib}.snapshot"
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
+        "plain-file", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local", "qbr-upload-s3")}
+
+    for _ in range(repeat):
+        times["plain-file"].append(_timed(lambda: baseline_to_file(url, path, plain_file)))
+        times["qbr-local"].append(_timed(lambda: qbr_backup(client, collection, snapshot, local, key)))
+        plain_key = f"plain-{size_mib}/{uuid.uuid4().hex}"
+        times["plain-s3"].append(_timed(lambda: baseline_to_s3(url, path, s3, bucket, plain_key)))
+        s3.delete_object(Bucket=bucket, Key=plain_key)
+        times["qbr-s3"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key)))
+    assert plain_file.stat().st_size == size
+    assert local.head(key).size == size and remote.head(key).size == size
+
+    http = httpx.Client(timeout=600, trust_env=False)  # made once, as the QdrantClient is
+    for _ in range(repeat):
+        times["plain-upload"].append(_timed(lambda: baseline_upload(http, url, snapshot, plain_file)))
+        _forget_upload(client, snapshot)
+        times["qbr-upload-local"].append(_timed(lambda: qbr_restore(client, snapshot, local, key)))
+        _forget_upload(client, snapshot)
+        times["qbr-upload-s3"].append(_timed(lambda: qbr_restore(client, snapshot, remote, key)))
+        _forget_upload(client, snapshot)
+
+    http.close()
+    remote.delete(key)
+    local.delete(key)
+    plain_file.unlink()
+    client.delete_snapshot(collection, snapshot.name)
+    client.close()
+    print(f"  {size_mib} MiB: the node made the snapshot ({size} bytes, its sha256 computed) in {created:.1f} s",
+          flush=True)
+
+    rate = {name: mib_per_s(size, median([wall for wall, _ in runs])) for name, runs in times.items()}
+    cpu = {name: median([c for _, c in runs]) * 1000 / (size / MIB) for name, runs in times.items()}
+    rows = []
+    for direction, base, ours in PAIRS:
+        rows.append([
+            f"{size_mib} MiB", direction, f"{rate[base]:.0f}", f"{rate[ours]:.0f}", f"{rate[ours] / rate[base]:.2f}",
+            f"{cpu[base]:.2f}", f"{cpu[ours]:.2f}",
+        ])
+    return rows, {**{f"rate:{k}": v for k, v in rate.items()}, "size_mib": size_mib}
+
+
+#: (what is measured, baseline run, qbr run)
+PAIRS = (
+    ("backup -> local folder", "plain-file", "qbr-local"),
+    ("backup -> S3 (moto)", "plain-s3", "qbr-s3"),
+    ("restore <- local folder", "plain-upload", "qbr-upload-local"),
+    ("restore <- S3 (moto)", "plain-upload", "qbr-upload-s3"),
+)
+RATIOS = (
+    ("backup_local", "plain-file", "qbr-local", "qbr MiB/s / plain copyfileobj+fsync MiB/s"),
+    ("backup_s3", "plain-s3", "qbr-s3", "qbr MiB/s / plain boto3 upload_fileobj MiB/s"),
+    ("restore_local", "plain-upload", "qbr-upload-local", "qbr upload_snapshot MiB/s / plain httpx upload MiB/s"),
+    ("restore_s3", "plain-upload", "qbr-upload-s3",
+     "qbr upload_snapshot reading S3 MiB/s / plain httpx upload of a local file MiB/s"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="qbr transfer throughput vs a plain copy, same run.")
+    parser.add_argument("--size-mib", type=int, nargs="+", default=[256], help="snapshot sizes in MiB (default 256)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each transfer; the median is shown (default 5)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the local backup path step by step (first size only)")
+    args = parser.parse_args(argv)
+    use_fake_aws()
+    print(f"transfer benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    all_rows: list[list[object]] = []
+    results: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="qbr-bench-transfer-") as tmp:
+        work = Path(tmp)
+        synthetic = {f"bench{n}": n * MIB for n in args.size_mib}
+        with emulator_process(synthetic=synthetic, data_dir=work / "emulator") as url, moto_in_process() as endpoint:
+            s3 = s3_client(endpoint)
+            bucket = f"qbr-bench-{uuid.uuid4().hex[:12]}"
+            s3.create_bucket(Bucket=bucket)
+            try:
+                for size_mib in args.size_mib:
+                    rows, rate = run_size(size_mib, args.repeat, url, endpoint, bucket, work)
+                    all_rows += rows
+                    results.append(rate)
+                if args.breakdown:
+                    breakdown(args.size_mib[0], args.repeat, url, work)
+            finally:
+                drop_bucket(s3, bucket)
+    print()
+    print("baselines: backup -> local = http.client GET + shutil.copyfileobj to a file + fsync (no hashing);")
+    print("           backup -> S3 = the same GET handed to boto3 upload_fileobj (its default: 8 MiB parts, 10 threads);")
+    print("           restore = httpx multipart upload of the plain file to the same upload endpoint, same query.")
+    print("qbr path:  backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream;")
+    print("           restore = QdrantClient.upload_snapshot(lambda: repo.open_read(key)).")
+    print("cpu = CPU ms per MiB of this process (the emulator runs in another; moto runs in this one).")
+    print()
+    print_table(["size", "direction", "base MiB/s", "qbr MiB/s", "qbr/base", "base cpu", "qbr cpu"], all_rows)
+    print()
+    for rate in results:
+        n = int(rate["size_mib"])
+        for name, base, ours, note in RATIOS:
+            print_ratio(f"{name}_{n}mib", rate[f"rate:{ours}"] / rate[f"rate:{base}"], note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

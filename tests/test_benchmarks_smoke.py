@@ -1,0 +1,84 @@
+"""The benchmark scripts run end to end with tiny sizes and print their ratio lines (so they do not rot).
+
+The three run at once, as real processes (each starts its own emulator, and moto where needed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIO = re.compile(r"^ratio: ([a-z0-9_]+) = (-?[0-9]+\.[0-9]+) \((.+)\)$", re.M)
+RUNS = {
+    "transfer": ["--size-mib", "4", "--repeat", "1"],
+    "memory": ["--size-mib", "2", "4"],
+    "plan_time": ["--collections", "5", "20", "--observe-collections", "3", "6", "--history", "3", "--repeat", "1"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, subprocess.CompletedProcess]:
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for name, args in RUNS.items()
+    }
+    done = {}
+    for name, process in started.items():
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done
+
+
+def ratios(run: subprocess.CompletedProcess) -> dict[str, float]:
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = {name: float(value) for name, value, _ in RATIO.findall(run.stdout)}
+    assert all(math.isfinite(v) and v >= 0 for v in found.values()), found
+    return found
+
+
+def test_transfer_prints_qbr_over_baseline_for_each_direction(runs):
+    found = ratios(runs["transfer"])
+    assert set(found) == {"backup_local_4mib", "backup_s3_4mib", "restore_local_4mib", "restore_s3_4mib"}
+    assert all(v > 0 for v in found.values())
+    table = runs["transfer"].stdout
+    for direction in ("backup -> local folder", "backup -> S3 (moto)", "restore <- local folder", "restore <- S3 (moto)"):
+        assert direction in table
+
+
+def test_memory_measures_every_kind_direction_and_size(runs):
+    found = ratios(runs["memory"])
+    expected = {
+        f"{kind}_{direction}_{what}"
+        for kind in ("local", "s3")
+        for direction in ("backup", "restore")
+        for what in ("traced_peak_4_vs_2mib", "rss_peak_4_vs_2mib", "rss_growth_per_byte_4mib")
+    }
+    assert set(found) == expected
+    # The children really traced something and really ran: a peak ratio of 0 would mean no data.
+    assert all(found[name] > 0 for name in expected if "peak" in name)
+    rows = [line.split() for line in runs["memory"].stdout.splitlines() if re.match(r"^(local|s3)\s+(backup|restore)\s", line)]
+    assert len(rows) == 8  # one table row per repository kind, direction and size
+
+
+def test_plan_time_reports_growth_for_the_pure_planner_and_observe(runs):
+    found = ratios(runs["plan_time"])
+    assert set(found) == {
+        "plan_ms_per_collection_20_vs_5", "plan_time_20_vs_5",
+        "observe_plan_ms_per_collection_6_vs_3", "observe_plan_time_6_vs_3",
+    }
+    assert found["plan_time_20_vs_5"] > 0 and found["observe_plan_time_6_vs_3"] > 0
+    out = runs["plan_time"].stdout
+    assert "copy=" in out and "commit=1" in out  # the synthetic world made the planner do real work
