@@ -262,6 +262,30 @@ def status_command(manifest_file, as_json, parallelism, now_text) -> None:
     sys.exit(report.exit_code)
 
 
+@cli.command("verify")
+@manifest_option
+@click.option("--backup", "backup_name", default=None, metavar="NAME", help="Verify only this backup's sets.")
+@click.option("--deep", is_flag=True, help="Also open each archive as a tar: check its layout and count its points.")
+@click.option(
+    "--restore-test",
+    "restore_cluster",
+    default=None,
+    metavar="CLUSTER",
+    help="Restore each backup's newest set into temporary collections on CLUSTER, count, then delete them.",
+)
+@parallelism_option
+def verify_command(manifest_file, backup_name, deep, restore_cluster, parallelism) -> None:
+    """Re-read every archive of every set and check its size and sha256. Exit 0 if all is whole, 1 if not."""
+    from qbr.connections import Connections
+    from qbr.verify import render_verify, verify
+
+    manifest = _load(manifest_file)
+    with Connections(manifest, parallelism) as connections:
+        report = verify(manifest, connections, backup=backup_name, deep=deep, restore_cluster=restore_cluster)
+    click.echo(render_verify(report), nl=False)
+    sys.exit(report.exit_code)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="qbr")
