@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.emulator.cluster import EmulatorCluster  # noqa: E402
+from tests.emulator.cluster import EmulatorCluster
 
 SMALL_CONFIG = {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1}
 

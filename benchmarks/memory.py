@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     MIB,
     child_env,
     drop_bucket,
@@ -104,10 +103,11 @@ def child(spec: dict) -> dict:
 def run_child(spec: dict) -> dict:
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
-        env=child_env(), capture_output=True, text=True, timeout=900,
+        env=child_env(), capture_output=True, text=True, timeout=900, check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"measuring {spec['direction']} {spec['kind']} {spec['size']} failed:\n{done.stderr[-3000:]}")
+        what = f"{spec['direction']} {spec['kind']} {spec['size']}"
+        raise RuntimeError(f"measuring {what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -19,17 +19,17 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emulator_process, median, print_ratio, print_table  # noqa: E402
+from _common import emulator_process, median, print_ratio, print_table
 
-from qbr.connections import Connections  # noqa: E402
-from qbr.manifest import Manifest, load_manifest_text  # noqa: E402
-from qbr.observe import (  # noqa: E402
+from qbr.connections import Connections
+from qbr.manifest import Manifest, load_manifest_text
+from qbr.observe import (
     ArchiveObject,
     ClusterState,
     CollectionState,
@@ -38,9 +38,9 @@ from qbr.observe import (  # noqa: E402
     RepositoryState,
     observe,
 )
-from qbr.plan import Plan  # noqa: E402
-from qbr.planner import plan  # noqa: E402
-from qbr.records import (  # noqa: E402
+from qbr.plan import Plan
+from qbr.planner import plan
+from qbr.records import (
     ArchiveRecord,
     CollectionRecord,
     SetRecord,
@@ -50,9 +50,9 @@ from qbr.records import (  # noqa: E402
     set_key,
     utc_iso,
 )
-from qbr.state import State  # noqa: E402
+from qbr.state import State
 
-NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=UTC)
 PROD = "http://127.0.0.1:6333"
 DR = "http://127.0.0.2:6333"
 CONFIG = {
@@ -190,7 +190,7 @@ def pure_planner(counts: list[int], sets: int) -> list[tuple[int, float]]:
     for count in counts:
         manifest, observed, state = synthetic_world(count, sets)
         result = plan(manifest, observed, state, NOW)  # warm-up, and what the plan holds
-        times = _repeat(lambda: plan(manifest, observed, state, NOW), 3, 1.0)
+        times = _repeat(lambda m=manifest, o=observed, s=state: plan(m, o, s, NOW), 3, 1.0)
         ms = median(times) * 1000
         found.append((count, ms))
         archives = len(observed.repositories["main"].archives)
@@ -198,7 +198,9 @@ def pure_planner(counts: list[int], sets: int) -> list[tuple[int, float]]:
                      f"{ms / count:.3f}"])
         print("  " + "  ".join(str(c) for c in rows[-1]), flush=True)
     print()
-    print_table(["collections", "sets", "archives", "actions", "action kinds", "runs", "plan ms", "ms/collection"], rows)
+    print_table(
+        ["collections", "sets", "archives", "actions", "action kinds", "runs", "plan ms", "ms/collection"], rows
+    )
     return found
 
 
@@ -249,8 +251,9 @@ def observe_and_plan(counts: list[int], sets: int, repeat: int) -> list[tuple[in
                          f"{total:.0f}", f"{total / count:.2f}"])
             print("  " + "  ".join(str(c) for c in rows[-1]), flush=True)
     print()
-    print_table(["collections", "sets", "actions", "action kinds", "observe ms", "plan ms", "total ms", "ms/collection"],
-                rows)
+    print_table(
+        ["collections", "sets", "actions", "action kinds", "observe ms", "plan ms", "total ms", "ms/collection"], rows
+    )
     return found
 
 

@@ -1,13 +1,13 @@
 """Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
 
-    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--breakdown]
+    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto in-process|process] [--breakdown]
 
 Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
 real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
 Repository.put_stream) into (a) a local-folder repository and (b) S3 (moto's ThreadedMotoServer
-in this process, as in the test suite). Baselines: the same HTTP download copied to a file with
-shutil.copyfileobj (no hashing; fsynced, as the local repository fsyncs), and the same download
-handed to a plain boto3 upload_fileobj.
+in this process, as in the test suite; `--moto process` runs it in a process of its own).
+Baselines: the same HTTP download copied to a file with shutil.copyfileobj (no hashing; fsynced,
+as the local repository fsyncs), and the same download handed to a plain boto3 upload_fileobj.
 Restore: QdrantClient.upload_snapshot streaming the archive from the repository into the
 node's upload endpoint, against a plain httpx multipart upload of the file to the same endpoint
 with the same query (so the node does the same work).
@@ -24,30 +24,30 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+import httpx
+from _common import (
     MIB,
     drop_bucket,
     emulator_process,
     median,
     mib_per_s,
     moto_in_process,
+    moto_process,
     print_ratio,
     print_table,
     s3_client,
     use_fake_aws,
 )
 
-import httpx  # noqa: E402
-
-from qbr.qdrant import QdrantClient, SnapshotInfo  # noqa: E402
-from qbr.repository import Repository, open_local_repository, open_s3_repository  # noqa: E402
-from qbr.transfer import Digest, Progress, verified  # noqa: E402
+from qbr.qdrant import QdrantClient, SnapshotInfo
+from qbr.repository import Repository, open_local_repository, open_s3_repository
+from qbr.transfer import Digest, Progress, verified
 
 RESTORE_TARGET = "restored"
 
@@ -247,7 +247,7 @@ def run_size(
         times["plain-file"].append(_timed(lambda: baseline_to_file(url, path, plain_file)))
         times["qbr-local"].append(_timed(lambda: qbr_backup(client, collection, snapshot, local, key)))
         plain_key = f"plain-{size_mib}/{uuid.uuid4().hex}"
-        times["plain-s3"].append(_timed(lambda: baseline_to_s3(url, path, s3, bucket, plain_key)))
+        times["plain-s3"].append(_timed(lambda k=plain_key: baseline_to_s3(url, path, s3, bucket, k)))
         s3.delete_object(Bucket=bucket, Key=plain_key)
         times["qbr-s3"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key)))
     assert plain_file.stat().st_size == size
@@ -302,18 +302,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qbr transfer throughput vs a plain copy, same run.")
     parser.add_argument("--size-mib", type=int, nargs="+", default=[256], help="snapshot sizes in MiB (default 256)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each transfer; the median is shown (default 5)")
+    parser.add_argument("--moto", choices=["in-process", "process"], default="in-process",
+                        help="run moto's S3 server in this process (default, as the tests do) or in its own")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the local backup path step by step (first size only)")
     args = parser.parse_args(argv)
     use_fake_aws()
     print(f"transfer benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"moto {args.moto}; {os.cpu_count()} CPUs", flush=True)
     all_rows: list[list[object]] = []
     results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="qbr-bench-transfer-") as tmp:
         work = Path(tmp)
         synthetic = {f"bench{n}": n * MIB for n in args.size_mib}
-        with emulator_process(synthetic=synthetic, data_dir=work / "emulator") as url, moto_in_process() as endpoint:
+        moto = moto_in_process() if args.moto == "in-process" else moto_process()
+        with emulator_process(synthetic=synthetic, data_dir=work / "emulator") as url, moto as endpoint:
             s3 = s3_client(endpoint)
             bucket = f"qbr-bench-{uuid.uuid4().hex[:12]}"
             s3.create_bucket(Bucket=bucket)
@@ -328,11 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                 drop_bucket(s3, bucket)
     print()
     print("baselines: backup -> local = http.client GET + shutil.copyfileobj to a file + fsync (no hashing);")
-    print("           backup -> S3 = the same GET handed to boto3 upload_fileobj (its default: 8 MiB parts, 10 threads);")
+    print("           backup -> S3 = the same GET handed to boto3 upload_fileobj (defaults: 8 MiB parts, 10 threads);")
     print("           restore = httpx multipart upload of the plain file to the same upload endpoint, same query.")
     print("qbr path:  backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream;")
     print("           restore = QdrantClient.upload_snapshot(lambda: repo.open_read(key)).")
-    print("cpu = CPU ms per MiB of this process (the emulator runs in another; moto runs in this one).")
+    print("cpu = CPU ms per MiB of this process (the emulator runs in another process; moto "
+          + ("in this one)." if args.moto == "in-process" else "in another too)."))
     print()
     print_table(["size", "direction", "base MiB/s", "qbr MiB/s", "qbr/base", "base cpu", "qbr cpu"], all_rows)
     print()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RATIO = re.compile(r"^ratio: ([a-z0-9_]+) = (-?[0-9]+\.[0-9]+) \((.+)\)$", re.M)
+RATIO = re.compile(r"^ratio: ([a-z0-9_]+) = (-?[0-9]+\.[0-9]+) \((.+)\)$", re.MULTILINE)
 RUNS = {
     "transfer": ["--size-mib", "4", "--repeat", "1"],
     "memory": ["--size-mib", "2", "4"],
@@ -54,7 +54,8 @@ def test_transfer_prints_qbr_over_baseline_for_each_direction(runs):
     assert set(found) == {"backup_local_4mib", "backup_s3_4mib", "restore_local_4mib", "restore_s3_4mib"}
     assert all(v > 0 for v in found.values())
     table = runs["transfer"].stdout
-    for direction in ("backup -> local folder", "backup -> S3 (moto)", "restore <- local folder", "restore <- S3 (moto)"):
+    for direction in ("backup -> local folder", "backup -> S3 (moto)", "restore <- local folder",
+                      "restore <- S3 (moto)"):
         assert direction in table
 
 
@@ -69,7 +70,8 @@ def test_memory_measures_every_kind_direction_and_size(runs):
     assert set(found) == expected
     # The children really traced something and really ran: a peak ratio of 0 would mean no data.
     assert all(found[name] > 0 for name in expected if "peak" in name)
-    rows = [line.split() for line in runs["memory"].stdout.splitlines() if re.match(r"^(local|s3)\s+(backup|restore)\s", line)]
+    table_row = re.compile(r"^(local|s3)\s+(backup|restore)\s")
+    rows = [line for line in runs["memory"].stdout.splitlines() if table_row.match(line)]
     assert len(rows) == 8  # one table row per repository kind, direction and size
 
 
