@@ -8,6 +8,7 @@ garbage collection sweeps, which restore targets are (re)recovered and from whic
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -378,6 +379,7 @@ def _plan_restore(
     desired_aliases: dict[str, str] = {}
     targets_restored: set[str] = set()
     owned = {restore.target_name(s) for s in source.collections} - {None}
+    existing = set(target.collection_names)
     claimed: dict[str, str] = {}
     for source_name in sorted(source.collections):
         target_name = restore.target_name(source_name)
@@ -402,23 +404,24 @@ def _plan_restore(
             for alias in source.aliases.get(source_name, ()):
                 desired_aliases[alias] = target_name
             copied_in = source.collections[source_name]
-            exists = target_name in target.collection_names
+            exists = target_name in existing
             known = provenance.get(target_name)
+            interrupted = bool(known and known.get("incomplete"))  # a restore into it did not finish
             title = (
                 f"collection {target_name} on cluster {restore.to} from set {source.set_id} "
                 f"collection {source_name} ({human_bytes(source.sizes.get(source_name))})"
             )
-            if exists and known and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
+            if exists and known and not interrupted and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
                 draft.unchanged.append(
                     Note(group, f"collection {target_name}", f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {source.set_id} holds the same data")
                 )
                 continue
-            if exists and restore.if_exists == "skip":
+            if exists and restore.if_exists == "skip" and not interrupted:
                 draft.unchanged.append(
                     Note(group, f"collection {target_name}", "it exists and if_exists is skip")
                 )
                 continue
-            if exists and restore.if_exists == "fail":
+            if exists and restore.if_exists == "fail" and not interrupted:
                 draft.refusals.append(
                     f"restore {restore.name}: collection {target_name} already exists on cluster {restore.to} "
                     "and if_exists is fail; delete it, or set if_exists to skip or replace"
@@ -426,6 +429,8 @@ def _plan_restore(
                 continue
             if not exists:
                 reason = "it does not exist on the target cluster"
+            elif interrupted:
+                reason = f"a restore into it from set {known.get('set_id')} did not finish; it may be incomplete"
             elif known:
                 reason = f"it holds set {known.get('set_id')}'s data, and the restore now selects set {source.set_id}"
             else:
@@ -461,7 +466,7 @@ def _plan_restore(
             restore_ids.append(action_id)
             targets_restored.add(target_name)
     if restore.aliases:
-        _plan_aliases(draft, group, restore, target, desired_aliases, owned, targets_restored, restore_ids)
+        _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
 
 
 def _plan_aliases(
@@ -469,6 +474,7 @@ def _plan_aliases(
     group: str,
     restore: RestoreConfig,
     target: ClusterState,
+    existing: set[str],
     desired: dict[str, str],
     owned: set[str | None],
     restored_now: set[str],
@@ -486,7 +492,7 @@ def _plan_aliases(
                 Note(group, f"alias {alias}", f"it points at collection {current}, which this restore does not own")
             )
             continue
-        if alias in target.collection_names:
+        if alias in existing:
             draft.unchanged.append(Note(group, f"alias {alias}", "a collection of that name exists on the target"))
             continue
         changes[alias] = collection
@@ -641,30 +647,72 @@ def _plan_garbage(
 
 def _plan_node_snapshot_cleanup(draft: _Draft, observed: Observed, state: State) -> None:
     """Snapshots qbr made on a node and did not get to delete (a killed run) are deleted, so
-    Qdrant's disk does not fill. Only snapshots qbr recorded as its own are touched."""
-    for entry in state.node_snapshots:
+    Qdrant's disk does not fill, and records of ones already gone are dropped from the state.
+
+    Only snapshots qbr recorded as its own are touched: by name, or, when the run was killed
+    while Qdrant was making one (its name never reached the state; the entry is recorded with
+    name None and the snapshots that were there before), the one snapshot named as Qdrant names
+    its own that appeared on that node, collection and shard since. If several appeared, qbr
+    cannot tell which is its own: it deletes none and says so."""
+    entries = list(enumerate(state.node_snapshots))
+    named = {(e.get("node"), e.get("collection"), e.get("shard_id"), e.get("name")) for _, e in entries if e.get("name")}
+    claimed: set[tuple[Any, ...]] = set()
+    cleanups: list[tuple[int, Action]] = []
+    # Newest records first: a later run listed an earlier run's leftover among those that were there.
+    for index, entry in sorted(entries, key=lambda pair: (pair[1].get("name") is None, pair[0]), reverse=True):
         cluster = observed.clusters.get(str(entry.get("cluster")))
         if cluster is None:
             continue
         collection = cluster.collections.get(str(entry.get("collection")))
         if collection is None:
             continue
-        present = any(
-            s.node == entry.get("node") and s.name == entry.get("name") and s.shard_id == entry.get("shard_id")
-            for s in collection.node_snapshots
-        )
-        if not present:
-            continue
-        shard = entry.get("shard_id")
-        draft.actions.append(
-            Action(
-                id=f"cleanup.{cluster.name}.{entry['node']}.{entry['collection']}.{shard}.{entry['name']}",
+        node, shard = entry.get("node"), entry.get("shard_id")
+        here = {s.name for s in collection.node_snapshots if s.node == node and s.shard_id == shard}
+        name = entry.get("name")
+        where = f"collection {collection.name} on node {node}" + (f" (shard {shard})" if shard is not None else "")
+        if name is not None:
+            found = name if name in here else None
+            reason = "qbr made it during a run that stopped before deleting it"
+        else:
+            before = set(entry.get("before") or ())
+            appeared = sorted(
+                n for n in here - before
+                if (node, collection.name, shard, n) not in named | claimed and _named_by_qdrant(n, collection.name, shard)
+            )
+            if len(appeared) > 1:
+                draft.warnings.append(
+                    f"a qbr run was killed while node {node} made a snapshot of {where}; since then {len(appeared)} "
+                    f"snapshots appeared there ({', '.join(appeared)}) and qbr cannot tell which is its own: "
+                    "delete it by hand"
+                )
+                continue
+            found = appeared[0] if appeared else None
+            reason = "qbr was making it when its run was killed, before it could record its name"
+        if found is not None:
+            claimed.add((node, collection.name, shard, found))
+            title = f"snapshot {found} of {where}"
+        else:
+            title = f"record of snapshot {name} of {where}" if name else f"record of a snapshot qbr was making of {where}"
+            reason = "the snapshot is not on the node (a killed run made none, or deleted it before recording that); qbr forgets it"
+        cleanups.append((index, Action(
+                id=f"cleanup.{cluster.name}.{node}.{collection.name}.{shard}.{found or f'record-{index}'}",
                 kind="delete_node_snapshot",
                 change="delete",
                 group=f"cluster {cluster.name}",
-                title=f"snapshot {entry['name']} of collection {entry['collection']} on node {entry['node']}",
-                reason="qbr made it during a run that stopped before deleting it",
-                target={"cluster": cluster.name, "node": entry["node"], "collection": entry["collection"], "shard_id": shard},
-                params=dict(entry),
-            )
-        )
+                title=title,
+                reason=reason,
+                target={"cluster": cluster.name, "node": node, "collection": collection.name, "shard_id": shard},
+                params={
+                    "cluster": cluster.name, "node": node, "collection": collection.name, "shard_id": shard,
+                    "name": found, "record": dict(entry),
+                },
+            )))
+    draft.actions.extend(action for _, action in sorted(cleanups, key=lambda pair: pair[0]))
+
+
+def _named_by_qdrant(name: str, collection: str, shard_id: int | None) -> bool:
+    """Qdrant names the snapshots it makes {collection}-{peer id}-{time}.snapshot, or for one
+    shard {collection}-shard-{id}-{time}.snapshot; an uploaded file keeps its own name."""
+    middle = f"shard-{shard_id}" if shard_id is not None else r"[0-9]+"
+    stamp = r"[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}\.snapshot"
+    return re.fullmatch(re.escape(collection) + "-" + middle + "-" + stamp, name) is not None

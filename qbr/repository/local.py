@@ -133,8 +133,11 @@ class LocalRepository(Repository):
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _write_temp(self, path: Path, chunks: Iterable[bytes]) -> tuple[Path, ObjectInfo]:
+    def _write_temp(self, path: Path, chunks: Iterable[bytes], *, etag: bool) -> tuple[Path, ObjectInfo]:
         """Write `chunks` to an fsynced temp file beside `path`; the caller commits or removes it.
+
+        The md5 etag is computed only when asked (small conditional writes): for archives it
+        cost about 45% of the local backup path's CPU and nothing reads it.
 
         An exception raised by `chunks` propagates unchanged, after the temp file is removed.
         """
@@ -144,7 +147,7 @@ class LocalRepository(Repository):
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as error:
             raise self._write_error(error) from error
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = hashlib.md5(usedforsecurity=False) if etag else None
         size = 0
         try:
             with open(fd, "wb", closefd=True) as out:
@@ -153,7 +156,8 @@ class LocalRepository(Repository):
                         out.write(chunk)
                     except OSError as error:
                         raise self._write_error(error) from error
-                    digest.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     size += len(chunk)
                     faultpoints.reached("local.chunk_written")
                 try:
@@ -165,7 +169,9 @@ class LocalRepository(Repository):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return temp, ObjectInfo(key="", size=size, modified=_utc(stat.st_mtime), etag=_etag(digest))
+        return temp, ObjectInfo(
+            key="", size=size, modified=_utc(stat.st_mtime), etag=_etag(digest) if digest is not None else None
+        )
 
     def _commit(self, temp: Path, path: Path, key: str, *, if_none_match: bool, if_match: str | None) -> None:
         """Move a finished temp file to `path`, under the lock, honouring the precondition."""
@@ -222,16 +228,16 @@ class LocalRepository(Repository):
             raise self._read_error(error) from error
 
     def _finish(
-        self, key: str, path: Path, chunks: Iterable[bytes], if_none_match: bool, if_match: str | None
+        self, key: str, path: Path, chunks: Iterable[bytes], if_none_match: bool, if_match: str | None, *, etag: bool = True
     ) -> ObjectInfo:
-        temp, info = self._write_temp(path, chunks)
+        temp, info = self._write_temp(path, chunks, etag=etag)
         faultpoints.reached("local.before_rename")
         self._commit(temp, path, key, if_none_match=if_none_match, if_match=if_match)
         return ObjectInfo(key=key, size=info.size, modified=info.modified, etag=info.etag)
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = self._path(key)
-        return self._finish(key, path, chunks, False, None)
+        return self._finish(key, path, chunks, False, None, etag=False)
 
     def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
