@@ -184,8 +184,10 @@ class Applier:
 
     # ------------------------------------------------------------ node-local snapshots
 
-    def _remember_node_snapshot(self, entry: dict[str, Any]) -> None:
+    def _remember_node_snapshot(self, entry: dict[str, Any], replacing: dict[str, Any] | None = None) -> None:
         with self._state_lock:
+            if replacing is not None:
+                self.state.node_snapshots = [e for e in self.state.node_snapshots if e != replacing]
             if entry not in self.state.node_snapshots:
                 self.state.node_snapshots.append(entry)
         self._save()
@@ -238,12 +240,18 @@ class Applier:
         p = action.params
         cluster, node, collection, shard_id = p["cluster"], p["node"], p["collection"], p["shard_id"]
         with self._slots_for(node):
+            # Recorded before it exists: if this run dies while Qdrant makes it, or before its name
+            # reaches the state, the next plan finds it as the one that appeared since this listing.
+            making = {"cluster": cluster, "node": node, "collection": collection, "shard_id": shard_id, "name": None,
+                      "before": sorted(s.name for s in client.list_snapshots(collection, shard_id=shard_id))}
+            self._remember_node_snapshot(making)
+            faultpoints.reached("snapshot.before_create")
             snapshot = client.create_snapshot(collection, shard_id=shard_id, wait=True)
         if snapshot is None:
             raise QbrError(f"node {node} did not describe the snapshot of collection {collection} it made; try again")
         entry = {"cluster": cluster, "node": node, "collection": collection, "shard_id": shard_id, "name": snapshot.name}
         faultpoints.reached("snapshot.created")
-        self._remember_node_snapshot(entry)
+        self._remember_node_snapshot(entry, replacing=making)
         faultpoints.reached("snapshot.recorded")
         key = archive_key(collection, p["backup"], p["set_id"], snapshot.name)
         repo = self.connections.repository(p["repository"])
@@ -390,21 +398,27 @@ class Applier:
     def _do_delete_node_snapshot(self, action: Action) -> dict[str, Any]:
         p = action.params
         client = self.connections.client(p["cluster"], p["node"])
-        try:
-            client.delete_snapshot(p["collection"], p["name"], shard_id=p.get("shard_id"))
-        except QdrantError as error:
-            if error.status != 404:
-                raise
+        if p.get("name"):  # None: only the record is left, the snapshot is gone (or was never made)
+            with self._snapshot_lock_for(p["node"], p["collection"], p.get("shard_id")):
+                try:
+                    client.delete_snapshot(p["collection"], p["name"], shard_id=p.get("shard_id"))
+                except QdrantError as error:
+                    if error.status != 404:
+                        raise
         faultpoints.reached("node_snapshot.deleted")
-        self._forget_node_snapshot(dict(p))
+        self._forget_node_snapshot(p["record"] if "record" in p else dict(p))
         return {}
 
     # ------------------------------------------------------------ restores
 
     def _do_restore_collection(self, action: Action) -> dict[str, Any]:
-        from qbr.restore import restore_collection
+        from qbr.restore import forget_incomplete_if_untouched, restore_collection
 
-        return restore_collection(self, action)
+        try:
+            return restore_collection(self, action)
+        except QbrError:
+            forget_incomplete_if_untouched(self, action)
+            raise
 
     def _do_update_aliases(self, action: Action) -> dict[str, Any]:
         p = action.params

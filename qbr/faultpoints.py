@@ -31,6 +31,7 @@ _UNCOUNTED_THREADS = ("qbr-lock-lease",)
 #: Every point qbr reaches, and the instant it names (the sweep and the docs read this).
 POINTS: dict[str, str] = {
     "action.journaled": "an action finished and the state file holds its journal entry",
+    "snapshot.before_create": "the state records a snapshot being made on a node; the create request is not yet sent",
     "snapshot.created": "Qdrant made a snapshot on a node; qbr has not yet recorded its name in the state",
     "snapshot.recorded": "the node-local snapshot's name is in the state file; its download has not started",
     "transfer.chunk": "a chunk of a snapshot passed the sha256 verifier on its way into the repository",

@@ -58,6 +58,7 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
         raise QbrError(
             f"collection {target} on cluster {cluster} {'appeared' if exists else 'disappeared'} since the plan; run qbr plan again"
         )
+    _record_incomplete(applier, p, cluster, target)
     journal: list[dict[str, Any]] = []
     direct = len(nodes) == 1 and all(a.kind == "collection" for a in source.archives)
     if direct:
@@ -109,6 +110,41 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
     with applier._state_lock:
         applier.state.restores.setdefault(p["restore"], {})[target] = provenance
     return {"journal": {"points": points, "recovered": journal}}
+
+
+def _record_incomplete(applier: "Applier", p: dict[str, Any], cluster: str, target: str) -> None:
+    """Before the target is touched, the state says a restore into it is under way. If this run
+    dies from here on, the next plan restores it again whatever if_exists says: the half-made
+    collection is qbr's work, not the user's. The provenance written at the end replaces this."""
+    with applier._state_lock:
+        applier.state.restores.setdefault(p["restore"], {})[target] = {
+            "backup": p["backup"],
+            "set_id": p["set_id"],
+            "source_collection": p["source_collection"],
+            "cluster": cluster,
+            "started_at": utc_iso(applier.clock()),
+            "incomplete": True,
+        }
+    applier._save()
+
+
+def forget_incomplete_if_untouched(applier: "Applier", action: "Action") -> None:
+    """After a restore failed (an error, not a kill): if its target does not exist, the mark
+    that it is incomplete says nothing the next plan needs; drop it."""
+    p = action.params
+    cluster, target = p["target_cluster"], p["target_collection"]
+    marked = applier.state.restores.get(p["restore"], {}).get(target)
+    if not marked or not marked.get("incomplete"):
+        return
+    try:
+        if applier.connections.seed(cluster).collection_exists(target):
+            return
+    except QbrError:
+        return
+    with applier._state_lock:
+        applier.state.restores[p["restore"]].pop(target, None)
+        if not applier.state.restores[p["restore"]]:
+            applier.state.restores.pop(p["restore"])
 
 
 def _replication_factor(source: CollectionRecord) -> int:
