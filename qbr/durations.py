@@ -33,10 +33,9 @@ def parse_duration(text: str) -> timedelta:
         seconds += int(number) * _UNIT_SECONDS[unit]
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
-    result = timedelta(seconds=seconds)
-    if result > MAX_DURATION:
+    if seconds > MAX_DURATION.total_seconds():  # checked before timedelta(), which overflows first
         raise ValueError(f"{text!r} is too long a duration (the limit is 200 years)")
-    return result
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:
