@@ -13,9 +13,20 @@ from qbr.errors import QbrError
 class QbrGroup(click.Group):
     """A group that turns QbrError into one sentence on stderr and its exit code."""
 
+    def make_context(self, *args, **kwargs):  # type: ignore[override]
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:
+            error.exit_code = 1
+            raise
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:
+            # A bad flag or argument is an error (1): exit 2 means "changes" to plan --detailed-exitcode.
+            error.exit_code = 1
+            raise
         except QbrError as error:
             if (ctx.obj or {}).get("debug"):
                 raise
