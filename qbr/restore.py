@@ -73,9 +73,17 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
             exists = False
         if not exists:
             replication = max(1, min(_replication_factor(source), len(nodes)))
-            seed.create_collection(
-                target, source.config, shard_number=source.shard_number, replication_factor=replication
-            )
+            try:
+                seed.create_collection(
+                    target, source.config, shard_number=source.shard_number, replication_factor=replication
+                )
+            except QdrantError as error:
+                # A create whose answer was lost (a timeout) is sent again by the client and meets the
+                # collection it made: 409. One of another shape is still refused.
+                if error.status != 409 or not seed.collection_exists(target):
+                    raise
+                if not _compatible(seed.collection_info(target), source):
+                    raise
             faultpoints.reached("restore.collection_created")
         holders = _shard_holders(conn, cluster, nodes, target)
         for archive in source.archives:
