@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -18,9 +18,9 @@ from deepdiff import DeepDiff
 from qbr.durations import format_duration
 from qbr.errors import PlanError
 from qbr.manifest import BackupConfig, Manifest, RestoreConfig
-from qbr.observe import ClusterState, CollectionState, Observed, RepositoryState, version_tuple
+from qbr.observe import BrokenSet, ClusterState, CollectionState, Observed, RepositoryState, version_tuple
 from qbr.plan import Action, Note, Plan
-from qbr.records import CollectionRecord, SetRecord, parse_utc, set_id_for, set_key, utc_iso
+from qbr.records import CollectionRecord, SetRecord, parse_set_key, parse_utc, set_id_for, set_key, utc_iso
 from qbr.retention import SetSummary, decide_retention, describe_policy
 from qbr.state import State
 
@@ -81,6 +81,8 @@ def plan(
     for repo_name in sorted({b.repository for b in manifest.backups.values()}):
         _plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
     _plan_node_snapshot_cleanup(draft, observed, state)
+    if len(draft.refusals) == 1:
+        raise PlanError(draft.refusals[0])  # the CLI says "Error: " before a one-line message
     if draft.refusals:
         raise PlanError("\n".join(f"Error: {r}" for r in draft.refusals))
     return Plan(
@@ -368,6 +370,13 @@ def _plan_restore(
         return
     if not source.depends_on:
         selected_by_restores.setdefault((backup.repository, backup.name), []).append(source.set_id)
+    unreadable = _unreadable_newer_set(repo, backup.name, source.set_id, restore.at)
+    if unreadable is not None:
+        draft.refusals.append(
+            f"restore {restore.name}: refusing to restore from set {source.set_id}, because a newer set record of "
+            f"backup {backup.name} cannot be read ({unreadable.problem})"
+        )
+        return
     refusal = version_refusal(source.qdrant_version, target.version)
     if refusal:
         draft.refusals.append(
@@ -467,6 +476,18 @@ def _plan_restore(
             targets_restored.add(target_name)
     if restore.aliases:
         _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
+
+
+def _unreadable_newer_set(repo: RepositoryState, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:
+    """A set record of `backup` that cannot be read and would have been chosen over `set_id`: a
+    restore must not roll its target back to older data because the newest record is damaged."""
+    for broken in repo.broken_sets:
+        parsed = parse_set_key(broken.key)
+        if parsed is None or parsed[0] != backup or parsed[1] <= set_id:
+            continue
+        if at is None or datetime.strptime(parsed[1][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc) <= at:
+            return broken
+    return None
 
 
 def _plan_aliases(
