@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -97,6 +98,75 @@ def test_fault_points_are_inert_without_the_variable_and_malformed_specs_are_ref
     with pytest.raises(ValueError, match="is not <point>:<n>"):
         faultpoints._parse("x:0")
     assert faultpoints._parse("a:2, b:1:0.5") == {"a": (2, 0.0), "b": (1, 0.5)}
+
+
+# ---------------------------------------------------------------- what the next plan makes of a kill (pure)
+
+NODE = "http://127.0.0.1:6333"
+QDRANT_OLD = "docs-7-2026-11-21-07-00-00.snapshot"  # the user's, there before qbr listed
+QDRANT_NEW = "docs-7-2026-11-21-08-00-01.snapshot"  # appeared after qbr listed: qbr's
+
+
+def _cleanup_plan(on_node: list[str], records: list[dict]):
+    from tests.test_planner import NOW, cluster, collection, manifest, observed, repository, set_record
+    from qbr.observe import NodeSnapshot
+    from qbr.planner import plan
+    from qbr.records import set_id_for
+    from qbr.state import State
+
+    docs = replace(collection("docs"), node_snapshots=tuple(NodeSnapshot(NODE, n) for n in on_node))
+    recent = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs})
+    result = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent])), State(node_snapshots=records), NOW)
+    return [a for a in result.actions if a.kind == "delete_node_snapshot"], result
+
+
+def _making(before: list[str]) -> dict:
+    return {"cluster": "prod", "node": NODE, "collection": "docs", "shard_id": None, "name": None, "before": before}
+
+
+def test_a_snapshot_whose_name_never_reached_the_state_is_found_and_only_it_is_deleted():
+    record = _making([QDRANT_OLD, "theirs.snapshot"])
+    actions, _ = _cleanup_plan([QDRANT_OLD, "theirs.snapshot", "uploaded-by-someone.snapshot", QDRANT_NEW], [record])
+    assert [(a.params["name"], a.params["record"]) for a in actions] == [(QDRANT_NEW, record)]
+    assert "before it could record its name" in actions[0].reason
+
+
+def test_two_new_snapshots_are_ambiguous_so_none_is_deleted_and_the_plan_says_why():
+    other = "docs-7-2026-11-21-08-00-02.snapshot"
+    actions, result = _cleanup_plan([QDRANT_OLD, QDRANT_NEW, other], [_making([QDRANT_OLD])])
+    assert actions == []
+    assert any("cannot tell which is its own" in w and QDRANT_NEW in w and other in w for w in result.warnings)
+
+
+def test_two_killed_runs_each_get_back_their_own_snapshot():
+    first, second = _making([QDRANT_OLD]), _making([QDRANT_OLD, QDRANT_NEW])  # the second listed the first's
+    later = "docs-7-2026-11-21-09-00-00.snapshot"
+    actions, _ = _cleanup_plan([QDRANT_OLD, QDRANT_NEW, later], [first, second])
+    assert sorted((a.params["name"], a.params["record"] == first) for a in actions) == [(QDRANT_NEW, True), (later, False)]
+
+
+def test_records_of_snapshots_that_are_gone_are_forgotten_not_left_in_the_state_forever():
+    gone = {"cluster": "prod", "node": NODE, "collection": "docs", "shard_id": None, "name": QDRANT_NEW}
+    never_made = _making([QDRANT_OLD])
+    actions, _ = _cleanup_plan([QDRANT_OLD], [gone, never_made])
+    assert [(a.params["name"], a.params["record"]) for a in actions] == [(None, gone), (None, never_made)]
+    assert all(a.title.startswith("record of") and "qbr forgets it" in a.reason for a in actions)
+    assert len({a.id for a in actions}) == 2
+
+
+@pytest.mark.parametrize("if_exists", ["skip", "fail", "replace"])
+def test_a_target_a_killed_restore_left_half_made_is_restored_again_whatever_if_exists_says(if_exists):
+    from tests.test_planner import NOW, RESTORE, _restore_world, manifest
+    from qbr.planner import plan
+    from qbr.state import State
+
+    world, s = _restore_world(dr_collections=("docs_dr",))
+    marks = {"dr-replica": {"docs_dr": {"backup": "nightly", "set_id": s.set_id, "source_collection": "docs", "incomplete": True}}}
+    result = plan(manifest(RESTORE.replace("if_exists: replace", f"if_exists: {if_exists}")), world, State(restores=marks), NOW)
+    restore = result.action("restore.dr-replica.docs_dr")
+    assert restore.change == "replace" and "did not finish" in restore.reason
+    untouched = plan(manifest(RESTORE.replace("if_exists: replace", "if_exists: skip")), world, State(), NOW)
+    assert "restore.dr-replica.docs_dr" not in {a.id for a in untouched.actions}, "a collection qbr never touched is skipped"
 
 
 @pytest.mark.slow
