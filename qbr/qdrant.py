@@ -789,7 +789,7 @@ class QdrantClient:
                 self._pause(attempt, retry_after, f"{method} {path}", str(status))
                 continue
             try:
-                detail = self._error_detail(response)
+                detail = self._error_detail(response, hidden)
             finally:
                 response.close()
             raise self._status_error(status, detail, method, path, what, attempt, hidden)
@@ -827,8 +827,9 @@ class QdrantClient:
 
     # ---------------------------------------------------------------- internals: errors
 
-    def _error_detail(self, response: httpx.Response) -> str:
-        """Qdrant's error text from a JSON (`status.error`) or plain-text body."""
+    def _error_detail(self, response: httpx.Response, hidden: list[tuple[str, str]] | None = None) -> str:
+        """Qdrant's error text from a JSON (`status.error`) or plain-text body, scrubbed of secrets
+        before it is shortened (a secret cut in half would no longer be recognised)."""
         raw = b""
         try:
             if response.is_stream_consumed:
@@ -851,7 +852,7 @@ class QdrantClient:
                 text = status["error"]
             elif isinstance(status, str):
                 text = status
-        return _clean_detail(text, response.reason_phrase or f"HTTP {response.status_code}")
+        return _clean_detail(self._scrub(text, hidden), response.reason_phrase or f"HTTP {response.status_code}")
 
     def _status_error(
         self, status: int, detail: str, method: str, path: str, what: str, attempt: int,
