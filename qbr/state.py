@@ -88,7 +88,7 @@ def _store_for(location: StateLocation) -> tuple[Repository, str]:
         return repo, location.key or "qbr/state.json"
     assert location.path is not None
     path = Path(location.path)
-    return open_local_repository(path.parent), path.name
+    return open_local_repository(path.parent, file_mode=0o600), path.name  # state and lock: owner-only
 
 
 class StateStore:

@@ -54,8 +54,8 @@ def open_s3_repository(
     )
 
 
-def open_local_repository(path: Path) -> Repository:
+def open_local_repository(path: Path, *, file_mode: int = 0o666) -> Repository:
     """A repository in the folder `path`, created lazily on the first write."""
     from qbr.repository.local import LocalRepository
 
-    return LocalRepository(Path(path))
+    return LocalRepository(Path(path), file_mode=file_mode)

@@ -70,10 +70,15 @@ def _temp_name(basename: str) -> str:
 
 
 class LocalRepository(Repository):
-    """A folder holding the repository layout; created lazily on the first write."""
+    """A folder holding the repository layout; created lazily on the first write.
 
-    def __init__(self, path: Path) -> None:
+    `file_mode` is what new files are created with (less the umask): 0o600 keeps a state
+    folder's files owner-only from their first byte.
+    """
+
+    def __init__(self, path: Path, *, file_mode: int = 0o666) -> None:
         self.root = Path(path).expanduser().absolute()
+        self.file_mode = file_mode
 
     def describe(self) -> str:
         return str(self.root)
@@ -122,7 +127,7 @@ class LocalRepository(Repository):
         """Hold the repository's lock file (flock) while a name in it changes."""
         self._ensure_dir(self.root)
         try:
-            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, self.file_mode)
         except OSError as error:
             raise self._write_error(error) from error
         try:
@@ -144,7 +149,7 @@ class LocalRepository(Repository):
         self._ensure_dir(path.parent)
         temp = path.parent / _temp_name(path.name)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         except OSError as error:
             raise self._write_error(error) from error
         digest = hashlib.md5(usedforsecurity=False) if etag else None
