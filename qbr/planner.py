@@ -474,6 +474,11 @@ def _plan_restore(
             )
             restore_ids.append(action_id)
             targets_restored.add(target_name)
+    if not claimed:
+        draft.warnings.append(
+            f"restore {restore.name}: no collection of set {source.set_id} matches its collections "
+            f"{dict(restore.collections)}; nothing is restored"
+        )
     if restore.aliases:
         _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
 
