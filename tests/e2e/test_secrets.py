@@ -15,6 +15,7 @@ import secrets
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +24,13 @@ import pytest
 import respx
 
 from qbr.repository import open_s3_repository
-from tests.e2e.helpers import FAST_RETRIES, REPO_ROOT, make_collection, qbr, write_manifest
+from tests.e2e.helpers import (
+    FAST_RETRIES,
+    REPO_ROOT,
+    make_collection,
+    qbr,
+    write_manifest,
+)
 from tests.e2e.test_faults import S3FaultProxy
 
 PROD_KEY = "qdrant-prod-" + secrets.token_hex(12)
@@ -107,9 +114,31 @@ def test_backup_and_url_restore_and_failures_leak_no_secret(emulator, s3_bucket,
     outputs["apply with an echoing target"] = run.output
 
     # 2. The same apply, for real: backup done, restore from presigned URLs through the proxy.
-    run = qbr("apply", "--auto-approve", cwd=tmp_path, env=ENV)
+    #    The lock exists only while it runs: a slow restore gives a watcher time to copy it.
+    target.nodes[0].faults.add(method="PUT", path=r"/snapshots/recover$", latency=0.15, times=None)
+    lock = tmp_path / ".qbr" / "state.json.lock"
+    held: list[bytes] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.02):
+            try:
+                held.append(lock.read_bytes())
+            except FileNotFoundError:
+                pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run = qbr("apply", "--auto-approve", cwd=tmp_path, env=ENV)
+    finally:
+        stop.set()
+        watcher.join()
+    target.nodes[0].faults.clear()
     assert run.exit_code == 0, run.output
+    assert any(b'"operation": "apply"' in copy for copy in held), "the lock was seen while the apply held it"
     outputs["apply"] = run.output
+    outputs["the lock, while held"] = b"\n".join(set(held))
     assert sorted(target.collection_names()) == ["docs", "notes"]
     presigned = [line for line in proxy.requests if "X-Amz-Signature=" in line]
     assert presigned and all(AWS_ID in line for line in presigned), "Qdrant fetched presigned URLs signed with the env's key"
@@ -128,6 +157,7 @@ def test_backup_and_url_restore_and_failures_leak_no_secret(emulator, s3_bucket,
         env={**os.environ, **FAST_RETRIES, **ENV, "QBR_DR_KEY": WRONG_KEY, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         timeout=60,
+        check=False,
     )
     assert process.returncode == 1 and b"rejected the API key" in process.stderr, process.stderr
     outputs["apply --debug with a wrong key: stdout"] = process.stdout
