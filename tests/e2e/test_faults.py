@@ -228,17 +228,15 @@ class World:
     bucket: str | None = None
     proxy: S3FaultProxy | None = None
     keep_sets: int | None = None  # retention: how many sets of each backup remain
-    env: dict[str, str] = field(default_factory=dict)
     run_args: tuple[str, ...] = ()  # the faulted apply's extra flags
+    converge_args: tuple[str, ...] = ()  # the apply after the fault is gone
     api_key: str | None = None
     repair: Callable[[], None] | None = None  # undoes a fault that is not a rule (bucket, key)
-    converge_args: tuple[str, ...] = ()  # the apply after the fault is gone
+    _repo: Any = field(default=None, repr=False)
 
     @property
     def clusters(self) -> list[Any]:
         return [c for c in (self.source, self.target) if c is not None]
-
-    _repo: Any = None
 
     def repository(self):
         """The repository as qbr sees it, straight to moto (not through the fault proxy)."""
@@ -266,7 +264,7 @@ class World:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
     def apply(self, *extra: str, env: dict[str, str] | None = None):
-        return qbr("apply", "--auto-approve", *extra, cwd=self.tmp, env={**self.env, **(env or {})})
+        return qbr("apply", "--auto-approve", *extra, cwd=self.tmp, env=env)
 
     def clear_faults(self) -> None:
         for cluster in self.clusters:
