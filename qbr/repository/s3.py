@@ -32,6 +32,7 @@ from qbr.repository.base import (
 MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
 DEFAULT_PART_SIZE = 8 << 20
 MAX_PARTS = 10_000
+BODY_ATTEMPTS = 3  # a small object whose body is cut short is read this many times in all
 #: Parts double in size after every this many, so an object of unknown size can still reach
 #: S3's 5 TiB limit within 10,000 parts; memory stays one part (it grows only for huge objects).
 PARTS_PER_SIZE_STEP = 1_000
@@ -332,12 +333,19 @@ class S3Repository(Repository):
         return self.get_with_info(key)[0]
 
     def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
-        response = self._get(key)
-        body = response["Body"]
-        try:
-            data = b"".join(self._chunks(body, key, 1 << 20))
-        finally:
-            body.close()
+        # botocore retries a request, not a body cut short while it is read: a small object is
+        # read again whole (a set record read once by observe must not look damaged).
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            response = self._get(key)
+            body = response["Body"]
+            try:
+                data = b"".join(self._chunks(body, key, 1 << 20))
+                break
+            except RepositoryError:
+                if attempt == BODY_ATTEMPTS:
+                    raise
+            finally:
+                body.close()
         modified = response["LastModified"].astimezone(UTC)
         return data, ObjectInfo(key=key, size=len(data), modified=modified, etag=response.get("ETag"))
 

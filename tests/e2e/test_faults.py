@@ -587,6 +587,7 @@ TRANSIENT = [
     Case("s3-list-uploads-503", "s3 list uploads", "s3 slowdown", s3(r"^GET /[^/?]+\?uploads", status=503, code="SlowDown")),
     Case("s3-get-slowdown", "s3 get", "s3 slowdown", s3(r"^GET /[^?]+" + SETS, status=503, code="SlowDown")),
     Case("s3-get-reset", "s3 get", "reset", s3(r"^GET /[^?]+" + SETS, reset=True)),
+    Case("s3-get-cut", "s3 get", "cut", s3(r"^GET /[^?]+" + SETS, cut_after=20)),
     Case("s3-put-500", "s3 put", "s3 500", s3(r"^PUT /[^?]+" + SETS, status=500, code="InternalError")),
     Case("s3-put-archive-reset", "s3 put", "reset", s3(r"^PUT /[^?]+/p/snapshots/docs/", reset=True)),
     Case("s3-head-503", "s3 head", "s3 slowdown", s3(r"^HEAD /[^?]+" + SETS, status=503, code="SlowDown")),
