@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# A 500 on a read is worth another try; on a write it may already have done its work.
+RETRY_STATUSES_READ = RETRY_STATUSES | {500}
 SNAPSHOT_PRIORITIES = ("no_sync", "snapshot", "replica")
 
 # The longest stretch of a server's error text worth showing in a one-line message.
@@ -783,7 +785,8 @@ class QdrantClient:
             status = response.status_code
             if 200 <= status < 300:
                 return response
-            if status in RETRY_STATUSES and attempt < attempts:
+            retryable = RETRY_STATUSES_READ if method == "GET" else RETRY_STATUSES
+            if status in retryable and attempt < attempts:
                 retry_after = response.headers.get("retry-after")
                 response.close()
                 self._pause(attempt, retry_after, f"{method} {path}", str(status))

@@ -954,12 +954,23 @@ def test_reset_connection_sentence(api, client):
         client.count_points("docs")
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
-def test_no_retry_on_client_errors_and_500(api, client, status):
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+def test_no_retry_on_client_errors(api, client, status):
     route = api.get("/collections/docs").mock(return_value=err(status, "nope"))
     with pytest.raises(QdrantError):
         client.collection_info("docs")
     assert route.call_count == 1
+
+
+def test_500_is_retried_on_reads_but_not_on_writes(api, client):
+    read = api.get("/collections/docs").mock(return_value=err(500, "nope"))
+    with pytest.raises(QdrantError, match="answered 500 to GET /collections/docs after 5 attempts"):
+        client.collection_info("docs")
+    assert read.call_count == 5
+    write = api.post("/collections/docs/snapshots").mock(return_value=err(500, "nope"))
+    with pytest.raises(QdrantError):
+        client.create_snapshot("docs")
+    assert write.call_count == 1, "a write may already have done its work"
 
 
 def test_timeouts_metadata_and_snapshot(api):

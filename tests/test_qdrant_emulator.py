@@ -191,7 +191,7 @@ def test_retries_through_injected_faults(emulator):
         assert qdrant.count_points("docs") == len(POINTS)
 
         node.faults.add(method="GET", path=r"^/collections$", status=500, times=None)
-        with pytest.raises(QdrantError, match=r"answered 500 to GET /collections: "):
+        with pytest.raises(QdrantError, match=r"answered 500 to GET /collections after 5 attempts: "):
             qdrant.list_collections()
         node.faults.clear()
 
