@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -100,8 +101,7 @@ def main() -> int:
                 verdict = "failed" if result.failures and result.killed else "ok" if result.killed else "not reached"
                 counts[verdict] += 1
                 for finding in result.findings:
-                    kind = finding.split(":")[0] if ":" in finding and not finding[0].isdigit() else finding
-                    kind = "".join(ch if not ch.isdigit() else "N" for ch in kind)
+                    kind = re.sub(r"\b[0-9]+\b", "N", finding)
                     findings[kind] = findings.get(kind, 0) + 1
                 if verdict != "ok":
                     broken.append(result)
@@ -124,7 +124,7 @@ def main() -> int:
     unreached = sorted(set(POINTS) - reached)
     if unreached and not points and not args.scenario:
         print("points no scenario reaches: " + ", ".join(unreached))
-    print("\nwhat the kills left behind (all of it cleaned up or swept by the next applies):")
+    print("\nwhat the kills left behind (cleaned up by the next apply, or swept after the grace period, unless a line above FAILED):")
     merged: dict[str, int] = {}
     for *_, findings in summary:
         for kind, n in findings.items():

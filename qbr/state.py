@@ -154,6 +154,31 @@ class StateStore:
             return None
         return info.etag if raw == state.to_json() else None
 
+    def discard_unfinished_writes(self) -> None:
+        """Remove the temp files a killed run left beside a local state file (a local write dies
+        between its temp file and the rename, and nothing else would ever remove them). Call it
+        holding the lock: state writes happen only under it, so every state temp file is stale;
+        a lock write is a few bytes, so a lock temp file older than the lease is stale too. On S3
+        every write is one PUT: nothing half-written stays behind."""
+        if self.location.kind != "path" or self.location.path is None:
+            return
+        from qbr.repository.local import TEMP_PREFIX
+
+        cutoff = time.time() - lease_duration().total_seconds()
+        try:
+            entries = list(os.scandir(Path(self.location.path).parent))
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            target = entry.name[len(TEMP_PREFIX) :].partition(".")[2]
+            try:
+                if target == self.key or (target == self.lock_key and entry.stat().st_mtime < cutoff):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
     def _restrict_mode(self) -> None:
         if self.location.kind == "path" and self.location.path is not None:
             try:

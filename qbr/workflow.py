@@ -79,6 +79,7 @@ def apply_locked(
     lock = StateLock(store, "apply", warn=warn)
     lock.acquire(lock_timeout)
     try:
+        store.discard_unfinished_writes()
         state = store.read()
         with Connections(manifest, parallelism) as connections:
             if saved_plan is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -167,6 +168,25 @@ def test_a_target_a_killed_restore_left_half_made_is_restored_again_whatever_if_
     assert restore.change == "replace" and "did not finish" in restore.reason
     untouched = plan(manifest(RESTORE.replace("if_exists: replace", "if_exists: skip")), world, State(), NOW)
     assert "restore.dr-replica.docs_dr" not in {a.id for a in untouched.actions}, "a collection qbr never touched is skipped"
+
+
+def test_the_next_apply_discards_what_a_write_killed_before_its_rename_left_beside_the_state(tmp_path, monkeypatch):
+    from qbr.manifest import StateLocation
+    from qbr.state import StateStore
+
+    monkeypatch.setenv("QBR_LOCK_LEASE", "5")
+    folder = tmp_path / ".qbr"
+    folder.mkdir()
+    state_temp = folder / ".qbr-tmp-0123456789abcdef.state.json"
+    old_lock_temp = folder / ".qbr-tmp-1111111111111111.state.json.lock"
+    fresh_lock_temp = folder / ".qbr-tmp-2222222222222222.state.json.lock"  # maybe another acquirer, mid-write
+    other = folder / ".qbr-tmp-3333333333333333.notes.json"
+    for path in (state_temp, old_lock_temp, fresh_lock_temp, other):
+        path.write_text("{")
+    os.utime(old_lock_temp, (time.time() - 60, time.time() - 60))
+    location = StateLocation(kind="path", path=folder / "state.json", bucket=None, key=None, endpoint_url=None, region=None)
+    StateStore(location).discard_unfinished_writes()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([fresh_lock_temp.name, other.name])
 
 
 @pytest.mark.slow
