@@ -27,8 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qbr.faultpoints import POINTS  # noqa: E402
-from tests.e2e.killing import SCENARIOS, Baseline, CaseResult, baseline, run_case, standalone_bed  # noqa: E402
+from qbr.faultpoints import POINTS
+from tests.e2e.killing import (
+    SCENARIOS,
+    Baseline,
+    CaseResult,
+    baseline,
+    run_case,
+    standalone_bed,
+)
 
 TIMED = {"restore.before_recover": 0.1}  # also kill this long after the point (mid recover)
 

@@ -30,23 +30,32 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from qbr.faultpoints import KILL_ENV, LOG_ENV
+from qbr.planner import DEFAULT_GRACE
 from qbr.qdrant import QdrantClient
 from qbr.records import SetRecord, parse_set_key, parse_utc, utc_iso
 from qbr.repository import Repository, open_local_repository, open_s3_repository
 from qbr.state import LockInfo, State
-from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, sha256_of, upsert, write_manifest
+from tests.e2e.helpers import (
+    all_points,
+    make_collection,
+    qbr,
+    qbr_process,
+    sha256_of,
+    upsert,
+    write_manifest,
+)
 from tests.emulator.cluster import EmulatorCluster
 
 LEASE = "1"  # seconds: a killed apply's lock expires quickly, so the next apply takes it over
-T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
-GRACE = timedelta(hours=24)  # the planner's default garbage grace period
+T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 MIB = 1 << 20
 
 
@@ -439,10 +448,11 @@ def baseline(bed: Bed, scenario: str, parallelism: int = 4, *, count: bool = Tru
             must(qbr("apply", "--auto-approve", "--now", iso(world.now), "--parallelism", str(parallelism),
                      cwd=world.folder, env={"QBR_LOCK_LEASE": LEASE}), f"the uninterrupted {scenario} apply")
         seconds = time.monotonic() - started
-        print_ = fingerprint(world)
-        if print_["node_snapshots_left"] or print_["state_node_snapshots"]:
-            raise AssertionError(f"the uninterrupted {scenario} apply left node snapshots: {print_['node_snapshots_left']}")
-        return Baseline(scenario, print_, occurrences, seconds)
+        seen = fingerprint(world)
+        left = seen["node_snapshots_left"] + seen["state_node_snapshots"] + seen["state_folder_temp_files"]
+        if left:
+            raise AssertionError(f"the uninterrupted {scenario} apply left things behind: {left}")
+        return Baseline(scenario, seen, occurrences, seconds)
     finally:
         world.close()
 
@@ -478,6 +488,8 @@ def run_case(bed: Bed, base: Baseline, point: str, n: int, *, delay: float = 0.0
         _run_case(world, base, result, parallelism)
     except AssertionError as error:
         result.failures.append(str(error))
+    except Exception as error:  # noqa: BLE001 - a check that cannot even run is a broken promise too
+        result.failures.append(f"{type(error).__name__}: {error}")
     finally:
         world.close()
         result.seconds = time.monotonic() - started
@@ -558,7 +570,7 @@ def check_after_kill(world: World, pid: int, result: CaseResult) -> bool:
         return True
     if info.pid != pid:
         result.failures.append(f"the lock names pid {info.pid}, not the killed apply's {pid}")
-    if parse_utc(info.expires) > datetime.now(timezone.utc) + timedelta(seconds=float(LEASE) + 1):
+    if parse_utc(info.expires) > datetime.now(UTC) + timedelta(seconds=float(LEASE) + 1):
         result.failures.append(f"the dead apply's lock lease runs until {info.expires}, longer than {LEASE}s")
     result.findings.append("lock left behind, lease expiring")
     return True
@@ -577,7 +589,7 @@ def check_garbage_is_swept(world: World, result: CaseResult) -> None:
     if not leftovers:
         return
     result.findings.append(f"{len(leftovers)} unreferenced archive(s)/upload(s) left for the garbage sweep")
-    later = max(world.now, datetime.now(timezone.utc)) + GRACE + timedelta(hours=1)
+    later = max(world.now, datetime.now(UTC)) + DEFAULT_GRACE + timedelta(hours=1)
     plan = qbr("plan", "--json", "--now", iso(later), cwd=world.folder)
     if plan.exit_code != 0:
         result.failures.append(f"the garbage plan failed: {plan.output}")

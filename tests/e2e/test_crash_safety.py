@@ -89,11 +89,11 @@ def test_fault_points_are_inert_without_the_variable_and_malformed_specs_are_ref
         "print('alive')\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in (faultpoints.KILL_ENV, faultpoints.LOG_ENV)}
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 0 and run.stdout.strip() == "alive", run.stderr
     killed = subprocess.run(
         [sys.executable, "-c", "import qbr.faultpoints as f\nf.reached('x')\nf.reached('x')\nprint('alive')"],
-        cwd=REPO_ROOT, env={**env, faultpoints.KILL_ENV: "x:2"}, capture_output=True, text=True,
+        cwd=REPO_ROOT, env={**env, faultpoints.KILL_ENV: "x:2"}, capture_output=True, text=True, check=False,
     )
     assert killed.returncode == -9 and killed.stdout == ""
     with pytest.raises(ValueError, match="is not <point>:<n>"):
@@ -109,11 +109,19 @@ QDRANT_NEW = "docs-7-2026-11-21-08-00-01.snapshot"  # appeared after qbr listed:
 
 
 def _cleanup_plan(on_node: list[str], records: list[dict]):
-    from tests.test_planner import NOW, cluster, collection, manifest, observed, repository, set_record
     from qbr.observe import NodeSnapshot
     from qbr.planner import plan
     from qbr.records import set_id_for
     from qbr.state import State
+    from tests.test_planner import (
+        NOW,
+        cluster,
+        collection,
+        manifest,
+        observed,
+        repository,
+        set_record,
+    )
 
     docs = replace(collection("docs"), node_snapshots=tuple(NodeSnapshot(NODE, n) for n in on_node))
     recent = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs})
@@ -157,9 +165,9 @@ def test_records_of_snapshots_that_are_gone_are_forgotten_not_left_in_the_state_
 
 @pytest.mark.parametrize("if_exists", ["skip", "fail", "replace"])
 def test_a_target_a_killed_restore_left_half_made_is_restored_again_whatever_if_exists_says(if_exists):
-    from tests.test_planner import NOW, RESTORE, _restore_world, manifest
     from qbr.planner import plan
     from qbr.state import State
+    from tests.test_planner import NOW, RESTORE, _restore_world, manifest
 
     world, s = _restore_world(dr_collections=("docs_dr",))
     marks = {"dr-replica": {"docs_dr": {"backup": "nightly", "set_id": s.set_id, "source_collection": "docs", "incomplete": True}}}
