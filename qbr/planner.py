@@ -195,16 +195,7 @@ def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: d
             continue
         copied_in[name] = set_id
         copy_ids[name] = []
-        change_reason = (
-            "it is new to this backup"
-            if previous is None
-            else "only_changed is off"
-            if not backup.only_changed
-            else f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points"
-            + (f", {describe_config_change(previous.config, current.config)})" if previous.config_sha256 != current.config_sha256 else ")")
-            if (previous.points_count != current.points_count or previous.config_sha256 != current.config_sha256)
-            else f"archives of set {previous.copied_in} are missing from the repository"
-        )
+        change_reason = _copy_reason(previous, current, backup.only_changed)
         for unit in _snapshot_units(draft, backup, cluster, current, node_load):
             action_id = f"backup.{backup.name}.{set_id}.copy.{name}" + (
                 f".shard-{unit['shard_id']}" if unit["shard_id"] is not None else ""
@@ -260,6 +251,20 @@ def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: d
         )
     )
     return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
+
+
+def _copy_reason(previous: CollectionRecord | None, current: CollectionState, only_changed: bool) -> str:
+    """Why a collection is copied again rather than carried by reference."""
+    if previous is None:
+        return "it is new to this backup"
+    if not only_changed:
+        return "only_changed is off"
+    if previous.config_sha256 != current.config_sha256:
+        change = describe_config_change(previous.config, current.config)
+        return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points, {change})"
+    if previous.points_count != current.points_count:
+        return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points)"
+    return f"archives of set {previous.copied_in} are missing from the repository"
 
 
 def _snapshot_units(
