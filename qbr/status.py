@@ -41,8 +41,9 @@ class RestoreTarget:
     backup: str
     set_id: str
     source_collection: str
-    restored_at: str
+    restored_at: str | None
     points_count: int | None
+    incomplete: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,9 @@ def build_status(manifest: Manifest, repositories: dict[str, RepositoryState], s
                 backup=str(entry.get("backup", restore.from_backup)),
                 set_id=str(entry.get("set_id")),
                 source_collection=str(entry.get("source_collection")),
-                restored_at=str(entry.get("restored_at")),
+                restored_at=entry.get("restored_at"),
                 points_count=entry.get("points_count"),
+                incomplete=bool(entry.get("incomplete")),
             )
             for name, entry in sorted(targets.items())
         )
@@ -122,6 +124,12 @@ def render_status(report: StatusReport) -> str:
     for name, targets in report.restores.items():
         lines.append(f"restore {name}: {len(targets)} collections restored")
         for t in targets:
+            if t.incomplete:
+                lines.append(
+                    f"    {t.collection} on {t.cluster}: a restore from set {t.set_id} collection {t.source_collection} "
+                    "did not finish; the next apply restores it again"
+                )
+                continue
             lines.append(
                 f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
                 f"restored {t.restored_at} ({t.points_count} points)"

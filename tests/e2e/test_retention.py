@@ -117,3 +117,15 @@ def test_status_reports_ok_then_late_with_exit_codes(emulator, s3_bucket, tmp_pa
     assert report["backups"][0]["unique_bytes"] > 0
     broken = qbr("status", "-f", "missing.yaml", cwd=tmp_path)
     assert broken.exit_code == 1 and "Traceback" not in broken.output
+
+
+def test_status_names_a_restore_that_did_not_finish():
+    from qbr.status import RestoreTarget, StatusReport, render_status
+
+    report = StatusReport(
+        now="2026-11-21T00:00:00Z",
+        restores={"dr": (RestoreTarget("docs_dr", "dr", "nightly", "20261120T000000Z", "docs", None, None, incomplete=True),)},
+    )
+    text = render_status(report)
+    assert "docs_dr on dr: a restore from set 20261120T000000Z collection docs did not finish" in text
+    assert "None" not in text
