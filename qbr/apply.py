@@ -17,18 +17,19 @@ from typing import Any, Callable
 
 from qbr import __version__, faultpoints
 from qbr.connections import Connections
-from qbr.errors import NotFoundError, QbrError, QdrantError
+from qbr.errors import ChecksumError, NotFoundError, QbrError, QdrantError
 from qbr.plan import Action, Plan, order_actions
 from qbr.records import (
+    SETS_PREFIX,
     ArchiveRecord,
     CollectionRecord,
     SetRecord,
     archive_key,
     config_digest,
     parse_set_key,
+    parse_utc,
     set_key,
     utc_iso,
-    SETS_PREFIX,
 )
 from qbr.repository.base import PendingUpload
 from qbr.state import State, StateStore
@@ -390,8 +391,6 @@ class Applier:
     def _do_abort_upload(self, action: Action) -> dict[str, Any]:
         p = action.params
         repo = self.connections.repository(p["repository"])
-        from qbr.records import parse_utc
-
         repo.abort_upload(PendingUpload(p["key"], p["upload_id"], parse_utc(p["initiated"])))
         return {}
 
@@ -439,8 +438,6 @@ def _newest_set_id(repo: Any, backup: str) -> str | None:
 
 def _worth_retrying(error: QbrError) -> bool:
     """A transfer cut short or corrupted on the way is restarted; a refusal is not."""
-    from qbr.errors import ChecksumError
-
     if isinstance(error, ChecksumError):
         return True
     if isinstance(error, QdrantError):

@@ -62,10 +62,7 @@ manifest_option = click.option(
 @manifest_option
 def validate(manifest_file: str | None) -> None:
     """Check the manifest; print FILE:LINE:COL: problem for each problem found."""
-    from qbr.manifest import load_manifest, resolve_manifest_path
-
-    path = resolve_manifest_path(manifest_file)
-    manifest = load_manifest(path)
+    manifest = _load(manifest_file)
     click.echo(
         f"{manifest.source}: valid ({len(manifest.backups)} backups, {len(manifest.restores)} restores)"
     )

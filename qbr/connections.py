@@ -14,7 +14,7 @@ import httpx
 
 from qbr.errors import QbrError
 from qbr.manifest import Manifest, RepositoryConfig
-from qbr.qdrant import NodeRef, QdrantClient
+from qbr.qdrant import NodeRef, QdrantClient, rest_urls_from_cluster
 from qbr.repository import open_local_repository, open_s3_repository
 from qbr.repository.base import Repository
 
@@ -89,7 +89,8 @@ class Connections:
         status = self.seed(cluster).cluster_status()
         self._distributed[cluster] = status.get("status") == "enabled"
         if config.discover:
-            nodes = self.seed(cluster).nodes(rest_port=config.rest_port)
+            # From the status already read: Client.nodes() would ask GET /cluster a second time.
+            nodes = rest_urls_from_cluster(status, self.seed(cluster).url, config.rest_port)
         else:
             nodes = []
             for url in config.urls:

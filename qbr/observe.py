@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError
 from qbr.manifest import Manifest
-from qbr.records import SetRecord, config_digest, parse_set_key, SETS_PREFIX, SNAPSHOTS_PREFIX
+from qbr.records import (
+    SETS_PREFIX,
+    SNAPSHOTS_PREFIX,
+    SetRecord,
+    config_digest,
+    parse_set_key,
+    utc_iso,
+)
 
 T = TypeVar("T")
 
@@ -126,12 +132,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
-
-
-def _iso(moment: datetime) -> str:
-    from qbr.records import utc_iso
-
-    return utc_iso(moment)
 
 
 class _Pool:
@@ -270,9 +270,9 @@ def _observe_repository(connections: Connections, name: str) -> RepositoryState:
     sets = tuple(s for s in loaded if isinstance(s, SetRecord))
     broken = tuple(s for s in loaded if isinstance(s, BrokenSet))
     archives = {
-        o.key: ArchiveObject(o.key, o.size, _iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
+        o.key: ArchiveObject(o.key, o.size, utc_iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
     }
-    pending = tuple(PendingObject(p.key, p.upload_id, _iso(p.initiated)) for p in repo.pending_uploads())
+    pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in repo.pending_uploads())
     return RepositoryState(
         name=name,
         description=repo.describe(),

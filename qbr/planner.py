@@ -571,8 +571,9 @@ def _plan_retention(
         if new is not None:
             summaries.append(SetSummary(new.set_id, new.created, True))
         protected = set(selected_by_restores.get((repo.name, backup.name), ()))
+        by_id = {s.set_id: s for s in sets}
         for decision in decide_retention(summaries, backup.retention):
-            record = next((s for s in sets if s.set_id == decision.set_id), None)
+            record = by_id.get(decision.set_id)
             if record is None:
                 continue  # the planned set: kept (it is the newest)
             if decision.keep:

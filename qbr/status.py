@@ -15,6 +15,7 @@ from qbr.durations import format_duration
 from qbr.manifest import Manifest
 from qbr.observe import RepositoryState
 from qbr.planner import human_bytes
+from qbr.records import utc_iso
 from qbr.state import State
 
 EXIT_LATE = 3
@@ -104,8 +105,6 @@ def build_status(manifest: Manifest, repositories: dict[str, RepositoryState], s
             )
             for name, entry in sorted(targets.items())
         )
-    from qbr.records import utc_iso
-
     return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import tracemalloc
@@ -19,7 +18,6 @@ from qbr.verify import (
     Finding,
     RestoreCheck,
     SetCheck,
-    ShardScan,
     VerifyReport,
     archive_problems,
     check_sets,
@@ -29,23 +27,10 @@ from qbr.verify import (
     scan_stream,
     scrub,
 )
+from tests.e2e.helpers import tar_bytes
 from tests.emulator.archive import collection_members, shard_members, synthetic_shard_archive
 
 PEERS = {0: 101}
-
-
-def tar_bytes(members) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
 
 
 def points(n: int, start: int = 0) -> list[dict]:

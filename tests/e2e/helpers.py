@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +96,26 @@ def sha256_of(data: bytes) -> str:
 def read_sets(repo) -> list[dict]:
     """Every set record in a repository (qbr.repository interface), parsed."""
     return [json.loads(repo.get_bytes(o.key)) for o in repo.list("sets/")]
+
+
+def add_tar_members(tar: tarfile.TarFile, members) -> None:
+    """Add (name, content) members: bytes make a file, None a folder, a Path is added from disk."""
+    for name, content in members:
+        if isinstance(content, Path):
+            tar.add(content, arcname=name)
+            continue
+        info = tarfile.TarInfo(name)
+        if content is None:
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        else:
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+
+
+def tar_bytes(members) -> bytes:
+    """A GNU tar archive of (name, content) members, in memory (for crafting test archives)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        add_tar_members(tar, members)
+    return buffer.getvalue()

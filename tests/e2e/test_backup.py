@@ -41,6 +41,16 @@ backups:
 """
 
 
+def folder_manifest(cluster, *, rpo: str, only_changed: bool = False) -> str:
+    """One single-node cluster backed up into ./backups."""
+    return f"""
+version: 1
+clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
+repositories: {{folder: {{path: ./backups}}}}
+backups: {{nightly: {{cluster: prod, repository: folder, rpo: {rpo}, only_changed: {str(only_changed).lower()}}}}}
+"""
+
+
 @pytest.fixture
 def prod(emulator):
     cluster = emulator(nodes=3)
@@ -113,12 +123,7 @@ def test_three_node_cluster_is_backed_up_to_s3_and_a_folder_then_idempotent(prod
 def test_apply_twice_creates_exactly_one_set(emulator, tmp_path):
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=30)
-    write_manifest(tmp_path, f"""
-version: 1
-clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
-repositories: {{folder: {{path: ./backups}}}}
-backups: {{nightly: {{cluster: prod, repository: folder, rpo: 24h}}}}
-""")
+    write_manifest(tmp_path, folder_manifest(cluster, rpo="24h"))
     assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
     second = qbr("apply", "--auto-approve", cwd=tmp_path)
     assert second.exit_code == 0, second.output
@@ -130,12 +135,7 @@ def test_only_changed_copies_the_changed_collection_and_references_the_others(em
     cluster = emulator(nodes=1)
     for name in ("docs", "images", "notes"):
         make_collection(cluster.urls[0], name, points=20)
-    write_manifest(tmp_path, f"""
-version: 1
-clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
-repositories: {{folder: {{path: ./backups}}}}
-backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h, only_changed: true}}}}
-""")
+    write_manifest(tmp_path, folder_manifest(cluster, rpo="1h", only_changed=True))
     assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
     with QdrantClient(cluster.urls[0]) as client:
         upsert(client, "images", range(20, 25))
@@ -154,12 +154,7 @@ backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h, only_changed: 
 def test_a_saved_plan_made_stale_by_another_apply_is_refused_and_a_fresh_one_applies(emulator, tmp_path):
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=10)
-    write_manifest(tmp_path, f"""
-version: 1
-clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
-repositories: {{folder: {{path: ./backups}}}}
-backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
-""")
+    write_manifest(tmp_path, folder_manifest(cluster, rpo="1h"))
     saved = qbr("plan", "-o", "stale.json", "--now", T0, cwd=tmp_path)
     assert saved.exit_code == 0 and (tmp_path / "stale.json").stat().st_mode & 0o777 == 0o600
     shown = qbr("show", "stale.json", cwd=tmp_path)
@@ -187,12 +182,7 @@ def test_two_applies_started_together_one_runs_the_other_fails_naming_the_holder
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=10)
     cluster.nodes[0].faults.add(method="POST", path=r"/collections/docs/snapshots$", latency=3.0, times=None)
-    write_manifest(tmp_path, f"""
-version: 1
-clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
-repositories: {{folder: {{path: ./backups}}}}
-backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
-""")
+    write_manifest(tmp_path, folder_manifest(cluster, rpo="1h"))
     first = qbr_process("apply", "--auto-approve", "--lock-timeout", "1s", cwd=tmp_path)
     deadline = time.monotonic() + 10
     while not (tmp_path / ".qbr" / "state.json.lock").exists() and time.monotonic() < deadline:
@@ -211,12 +201,7 @@ backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
 def test_force_unlock_removes_a_dead_holders_lock_and_expired_leases_are_taken_over(emulator, tmp_path, monkeypatch):
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=10)
-    write_manifest(tmp_path, f"""
-version: 1
-clusters: {{prod: {{url: "{cluster.urls[0]}"}}}}
-repositories: {{folder: {{path: ./backups}}}}
-backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
-""")
+    write_manifest(tmp_path, folder_manifest(cluster, rpo="1h"))
     from qbr.manifest import load_manifest
 
     store = StateStore(load_manifest(tmp_path / "qbr.yaml").state)

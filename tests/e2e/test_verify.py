@@ -14,7 +14,7 @@ import pytest
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest
 from qbr.repository import open_local_repository, open_s3_repository
-from tests.e2e.helpers import make_collection, qbr, read_sets, write_manifest
+from tests.e2e.helpers import add_tar_members, make_collection, qbr, read_sets, tar_bytes, write_manifest
 
 T0 = "2026-11-21T08:00:00Z"
 
@@ -155,26 +155,12 @@ def test_edited_checksum_in_a_set_record_fails_on_the_archive(folder_backup):
     assert run.exit_code == 1 and f"collection notes, archive {key}: has sha256" in run.stdout, run.output
 
 
-def _tar(members: list[tuple[str, bytes | None]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def test_deep_catches_an_archive_without_config_json_that_shallow_accepts(folder_backup):
     archive = folder_backup.archive("notes")
     original = folder_backup.repo.get_bytes(archive["key"])
     with tarfile.open(fileobj=io.BytesIO(original)) as tar:
         members = [(m.name, None if m.isdir() else tar.extractfile(m).read()) for m in tar if m.name != "config.json"]
-    crafted = _tar(members)
+    crafted = tar_bytes(members)
     folder_backup.repo.put_bytes(archive["key"], crafted)
     folder_backup.rewrite_record(
         lambda r: r["collections"]["notes"]["archives"][0].update(size=len(crafted), sha256=hashlib.sha256(crafted).hexdigest())
@@ -309,17 +295,7 @@ def _shard_members(shard_dir: Path, prefix: str, scratch: Path) -> list[tuple[st
 
 def _write_tar(path: Path, members) -> None:
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name, content in members:
-            if isinstance(content, Path):
-                tar.add(content, arcname=name)
-                continue
-            info = tarfile.TarInfo(name)
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
+        add_tar_members(tar, members)
 
 
 def test_deep_counts_a_real_shard_with_qdrants_engine(edge_shard_dir, tmp_path):
