@@ -101,7 +101,11 @@ def _load(manifest_file: str | None):
 
     path = resolve_manifest_path(manifest_file)
     if path is None:
-        click.echo("No qbr.yaml here: using the embedded default manifest (see `qbr init`).", err=True)
+        click.echo(
+            "No qbr.yaml here: using the embedded default manifest (every collection at $QDRANT_URL into "
+            "./qbr-backups); write a qbr.yaml, e.g. from examples/plans/quickstart.yaml, to choose your own.",
+            err=True,
+        )
     return load_manifest(path)
 
 
