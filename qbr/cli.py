@@ -178,7 +178,7 @@ def show_command(plan_file, as_json, verbose) -> None:
 def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
     from qbr.durations import parse_duration
-    from qbr.plan import Plan, render_plan, SYMBOLS
+    from qbr.plan import SYMBOLS, Plan, render_plan
     from qbr.transfer import Progress
     from qbr.workflow import apply_locked
 
