@@ -1,0 +1,1 @@
+"""Rendering for people: plans, status and verify reports, and the one size formatter."""
