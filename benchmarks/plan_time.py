@@ -2,7 +2,7 @@
 
     python benchmarks/plan_time.py [--collections 10 100 1000 5000] [--observe-collections 10 100 500] [--history 30]
 
-1. The pure planner (qbr.planner.plan) on synthetic Observed data, no network: one backup of
+1. The pure planner (qbr.planner.make_plan) on synthetic Observed data, no network: one backup of
    every collection with `--history` daily sets behind it (each set copies a tenth of the
    collections and carries the rest by reference), only_changed, a retention policy that
    deletes most of those sets (so garbage collection has archives to sweep), a tenth of the
@@ -29,17 +29,8 @@ from _common import emulator_process, median, print_ratio, print_table
 
 from qbr.connections import Connections
 from qbr.manifest import Manifest, load_manifest_text
-from qbr.observe import (
-    ArchiveObject,
-    ClusterState,
-    CollectionState,
-    NodeState,
-    Observed,
-    RepositoryState,
-    observe,
-)
 from qbr.plan import Plan
-from qbr.planner import plan
+from qbr.planner import make_plan
 from qbr.records import (
     ArchiveRecord,
     CollectionRecord,
@@ -51,6 +42,15 @@ from qbr.records import (
     utc_iso,
 )
 from qbr.state import State
+from qbr.world import (
+    ArchiveObject,
+    Observed,
+    ObservedCluster,
+    ObservedCollection,
+    ObservedNode,
+    ObservedRepository,
+    observe,
+)
 
 NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=UTC)
 PROD = "http://127.0.0.1:6333"
@@ -101,7 +101,7 @@ def make_manifest(work: Path, prod: str, *, restore: bool) -> Manifest:
 
 
 def history(
-    current: dict[str, CollectionState], sets: int, node: str
+    current: dict[str, ObservedCollection], sets: int, node: str
 ) -> tuple[list[SetRecord], dict[str, ArchiveObject]]:
     """`sets` daily sets of every collection, oldest first, the newest 30 hours old. Collection i
     is copied in set j when j == 0 or (i + j) % 10 == 0, carried otherwise; the newest record of
@@ -140,19 +140,19 @@ def synthetic_world(count: int, sets: int) -> tuple[Manifest, Observed, State]:
     for i in range(count):
         name = f"c{i:05d}"
         aliases = (f"a{i:05d}",) if i % 10 == 3 else ()
-        current[name] = CollectionState(name, 1000 + i, CONFIG, config_digest(CONFIG), 1, 1, aliases)
+        current[name] = ObservedCollection(name, 1000 + i, CONFIG, config_digest(CONFIG), 1, 1, aliases)
     records, archives = history(current, sets, PROD)
     # Archives an interrupted run left (no set names them), old enough to be swept.
     for i in range(max(1, count // 100)):
         key = archive_key(f"c{i:05d}", "nightly", "20261101T000000Z", f"c{i:05d}-1-interrupted.snapshot")
         archives[key] = ArchiveObject(key, 4096, utc_iso(NOW - timedelta(days=3)))
-    prod = ClusterState(
-        "prod", (NodeState(PROD, 1, "1.19.0"),), False, tuple(sorted(current)), current,
+    prod = ObservedCluster(
+        "prod", (ObservedNode(PROD, 1, "1.19.0"),), False, tuple(sorted(current)), current,
         {a: c.name for c in current.values() for a in c.aliases},
     )
-    dr = ClusterState("dr", (NodeState(DR, 2, "1.19.0"),), False, tuple(sorted(current)), {},
+    dr = ObservedCluster("dr", (ObservedNode(DR, 2, "1.19.0"),), False, tuple(sorted(current)), {},
                       {a: c.name for c in current.values() for a in c.aliases})
-    repo = RepositoryState("main", "/tmp/qbr-bench-plan/repo", False, tuple(records), dict(sorted(archives.items())))
+    repo = ObservedRepository("main", "/tmp/qbr-bench-plan/repo", False, tuple(records), dict(sorted(archives.items())))
     newest = records[-1]
     state = State(lineage="bench", serial=7, restores={"dr-replica": {
         name: {
@@ -189,8 +189,8 @@ def pure_planner(counts: list[int], sets: int) -> list[tuple[int, float]]:
     rows, found = [], []
     for count in counts:
         manifest, observed, state = synthetic_world(count, sets)
-        result = plan(manifest, observed, state, NOW)  # warm-up, and what the plan holds
-        times = _repeat(lambda m=manifest, o=observed, s=state: plan(m, o, s, NOW), 3, 1.0)
+        result = make_plan(manifest, observed, state, NOW)  # warm-up, and what the plan holds
+        times = _repeat(lambda m=manifest, o=observed, s=state: make_plan(m, o, s, NOW), 3, 1.0)
         ms = median(times) * 1000
         found.append((count, ms))
         archives = len(observed.repositories["main"].archives)
@@ -207,7 +207,7 @@ def pure_planner(counts: list[int], sets: int) -> list[tuple[int, float]]:
 # ---------------------------------------------------------------- against the emulator
 
 
-def write_history(work: Path, current: dict[str, CollectionState], sets: int, node: str) -> None:
+def write_history(work: Path, current: dict[str, ObservedCollection], sets: int, node: str) -> None:
     """Lay the repository out as qbr does (set records + archive files of the recorded sizes),
     written directly: this is setup, not what is measured."""
     records, archives = history(current, sets, node)
@@ -239,7 +239,7 @@ def observe_and_plan(counts: list[int], sets: int, repeat: int) -> list[tuple[in
                 with Connections(manifest) as connections:
                     observed = observe(manifest, connections)
                 middle = time.perf_counter()
-                result = plan(manifest, observed, State(), NOW)
+                result = make_plan(manifest, observed, State(), NOW)
                 observe_times.append(middle - started)
                 plan_times.append(time.perf_counter() - middle)
             assert result is not None and len(observed.clusters["prod"].collections) == count

@@ -134,7 +134,7 @@ parallelism_option = click.option(
 @_now_option
 def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
-    from qbr.plan import render_plan
+    from qbr.render.plan import render_plan
     from qbr.workflow import plan_once
 
     clock = _clock(now_text)
@@ -158,9 +158,10 @@ def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, p
 @click.option("-v", "--verbose", is_flag=True, help="Also list every kept set.")
 def show_command(plan_file, as_json, verbose) -> None:
     """Render a saved plan."""
-    from qbr.plan import Plan, render_plan
+    from qbr.plan_file import load_plan
+    from qbr.render.plan import render_plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
@@ -178,7 +179,8 @@ def show_command(plan_file, as_json, verbose) -> None:
 def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
     from qbr.durations import parse_duration
-    from qbr.plan import SYMBOLS, Plan, render_plan
+    from qbr.plan_file import load_plan
+    from qbr.render.plan import SYMBOLS, render_plan
     from qbr.transfer import Progress
     from qbr.workflow import apply_locked
 
@@ -187,7 +189,7 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
     clock = _clock(now_text)
-    saved = Plan.load(plan_file) if plan_file else None
+    saved = load_plan(plan_file) if plan_file else None
     manifest = _load(manifest_file)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if saved is None and not auto_approve and not interactive:
@@ -240,7 +242,7 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
 @click.argument("lock_id")
 def force_unlock_command(manifest_file, lock_id) -> None:
     """Remove the state lock left by a dead apply (its ID is in the lock error)."""
-    from qbr.state import StateStore, force_unlock
+    from qbr.state_store import StateStore, force_unlock
 
     manifest = _load(manifest_file)
     held = force_unlock(StateStore(manifest.state), lock_id)
@@ -258,8 +260,9 @@ def status_command(manifest_file, as_json, parallelism, now_text) -> None:
 
     from qbr.connections import Connections
     from qbr.observe import observe_repositories
-    from qbr.state import StateStore
-    from qbr.status import build_status, render_status
+    from qbr.render.status import render_status
+    from qbr.state_store import StateStore
+    from qbr.status import build_status
 
     clock = _clock(now_text)
     manifest = _load(manifest_file)

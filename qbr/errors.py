@@ -66,3 +66,7 @@ class StalePlanError(QbrError):
 
 class PlanError(QbrError):
     """The manifest asks for something that cannot be planned (e.g. if_exists: fail)."""
+
+
+class PreconditionError(QbrError):
+    """The world moved since the plan was made; the action did nothing."""

@@ -1,13 +1,12 @@
 """observe: every network read of a plan happens here, concurrently, into plain data.
 
-The result (`Observed`) is frozen dataclasses all the way down, so the planner can stay
-pure and a plan can be recomputed and compared. Nothing here decides anything.
+The result is the plain data of `qbr.world`, so the planner can stay pure and a plan can be
+recomputed and compared. Nothing here decides anything.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
@@ -21,117 +20,21 @@ from qbr.records import (
     parse_set_key,
     utc_iso,
 )
+from qbr.world import (
+    ArchiveObject,
+    BrokenSet,
+    NodeSnapshot,
+    Observed,
+    ObservedCluster,
+    ObservedCollection,
+    ObservedNode,
+    ObservedRepository,
+    PendingObject,
+    ShardReplica,
+    version_tuple,  # noqa: F401  (verify imports it from here until it moves to qbr.world)
+)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class NodeState:
-    url: str
-    peer_id: int | None
-    version: str
-
-
-@dataclass(frozen=True)
-class ShardReplica:
-    """A shard replica local to one node, as that node reports it."""
-
-    shard_id: int
-    node: str
-    state: str
-    points_count: int | None = None
-
-
-@dataclass(frozen=True)
-class NodeSnapshot:
-    """A snapshot file sitting on a node's disk (collection-level, or of one shard)."""
-
-    node: str
-    name: str
-    shard_id: int | None = None
-
-
-@dataclass(frozen=True)
-class CollectionState:
-    name: str
-    points_count: int
-    config: dict[str, Any]
-    config_sha256: str
-    shard_number: int
-    replication_factor: int
-    aliases: tuple[str, ...]
-    replicas: tuple[ShardReplica, ...] = ()
-    node_snapshots: tuple[NodeSnapshot, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    name: str
-    nodes: tuple[NodeState, ...]
-    distributed: bool
-    collection_names: tuple[str, ...]
-    collections: dict[str, CollectionState]  # observed in detail: those some backup selects
-    aliases: dict[str, str]  # alias -> collection
-
-    @property
-    def version(self) -> str:
-        """The oldest version among the nodes: what a restore must be compatible with."""
-        return min((n.version for n in self.nodes), key=version_tuple)
-
-
-@dataclass(frozen=True)
-class ArchiveObject:
-    key: str
-    size: int
-    modified: str  # UTC ISO
-
-
-@dataclass(frozen=True)
-class PendingObject:
-    """An upload that began and never finished (S3 multipart, or a local temp file)."""
-
-    key: str
-    upload_id: str
-    initiated: str  # UTC ISO
-
-
-@dataclass(frozen=True)
-class BrokenSet:
-    key: str
-    problem: str
-
-
-@dataclass(frozen=True)
-class RepositoryState:
-    name: str
-    description: str
-    can_presign: bool
-    sets: tuple[SetRecord, ...]
-    archives: dict[str, ArchiveObject]
-    pending_uploads: tuple[PendingObject, ...] = ()
-    broken_sets: tuple[BrokenSet, ...] = ()
-
-    def sets_of(self, backup: str) -> list[SetRecord]:
-        """Complete sets of one backup, newest first."""
-        return sorted((s for s in self.sets if s.backup == backup), key=lambda s: s.set_id, reverse=True)
-
-
-@dataclass(frozen=True)
-class Observed:
-    clusters: dict[str, ClusterState] = field(default_factory=dict)
-    repositories: dict[str, RepositoryState] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'1.19.0' -> (1, 19, 0); tolerant of suffixes such as '1.19.0-dev'."""
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 class _Pool:
@@ -165,7 +68,7 @@ def observe(manifest: Manifest, connections: Connections) -> Observed:
     )
 
 
-def observe_repositories(manifest: Manifest, connections: Connections) -> dict[str, RepositoryState]:
+def observe_repositories(manifest: Manifest, connections: Connections) -> dict[str, ObservedRepository]:
     """Only the repositories (for status and verify, which need no Qdrant)."""
     pool = _Pool(connections.parallelism)
     try:
@@ -180,7 +83,7 @@ def _clusters_in_use(manifest: Manifest) -> list[str]:
     return sorted(names)
 
 
-def _observe_cluster(manifest: Manifest, connections: Connections, name: str) -> ClusterState:
+def _observe_cluster(manifest: Manifest, connections: Connections, name: str) -> ObservedCluster:
     # Nested use of one bounded pool could deadlock, so each level has its own pool; the real
     # bound on concurrent requests is the semaphore every connection passes through.
     inner = _Pool(connections.parallelism)
@@ -188,7 +91,7 @@ def _observe_cluster(manifest: Manifest, connections: Connections, name: str) ->
         nodes = connections.cluster_nodes(name)
         distributed = len(nodes) > 1 or connections.is_distributed(name)
         versions = inner.map(lambda node: connections.client(name, node.url).version(), nodes)
-        node_states = tuple(NodeState(n.url, n.peer_id, v) for n, v in zip(nodes, versions))
+        node_states = tuple(ObservedNode(n.url, n.peer_id, v) for n, v in zip(nodes, versions))
         seed = connections.client(name, nodes[0].url)
         collection_names = tuple(sorted(seed.list_collections()))
         aliases = dict(sorted(seed.list_aliases()))
@@ -206,7 +109,7 @@ def _observe_cluster(manifest: Manifest, connections: Connections, name: str) ->
         )
     finally:
         inner.close()
-    return ClusterState(
+    return ObservedCluster(
         name=name,
         nodes=node_states,
         distributed=distributed,
@@ -219,11 +122,11 @@ def _observe_cluster(manifest: Manifest, connections: Connections, name: str) ->
 def _observe_collection(
     connections: Connections,
     cluster: str,
-    nodes: tuple[NodeState, ...],
+    nodes: tuple[ObservedNode, ...],
     distributed: bool,
     name: str,
     aliases: tuple[str, ...],
-) -> CollectionState:
+) -> ObservedCollection:
     seed = connections.client(cluster, nodes[0].url)
     info = seed.collection_info(name)
     config = dict(info.get("config") or {})
@@ -246,7 +149,7 @@ def _observe_collection(
             node_snapshots.extend(
                 NodeSnapshot(node.url, s.name, shard_id) for s in client.list_snapshots(name, shard_id=shard_id)
             )
-    return CollectionState(
+    return ObservedCollection(
         name=name,
         points_count=int(points),
         config=config,
@@ -259,7 +162,7 @@ def _observe_collection(
     )
 
 
-def _observe_repository(connections: Connections, name: str) -> RepositoryState:
+def _observe_repository(connections: Connections, name: str) -> ObservedRepository:
     repo = connections.repository(name)
     set_keys = [o.key for o in repo.list(SETS_PREFIX) if parse_set_key(o.key)]
     inner = _Pool(connections.parallelism)
@@ -273,7 +176,7 @@ def _observe_repository(connections: Connections, name: str) -> RepositoryState:
         o.key: ArchiveObject(o.key, o.size, utc_iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
     }
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in repo.pending_uploads())
-    return RepositoryState(
+    return ObservedRepository(
         name=name,
         description=repo.describe(),
         can_presign=connections.can_presign(name),

@@ -15,14 +15,26 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from qbr.actions import (
+    AbortUpload,
+    CommitSet,
+    CopyArchive,
+    DeleteArchive,
+    DeleteNodeSnapshot,
+    DeleteSet,
+    RestoreCollection,
+    UpdateAliases,
+    as_params,
+)
 from qbr.durations import format_duration
 from qbr.errors import PlanError
 from qbr.manifest import BackupConfig, Manifest, RestoreConfig
-from qbr.observe import BrokenSet, ClusterState, CollectionState, Observed, RepositoryState, version_tuple
 from qbr.plan import Action, Note, Plan
-from qbr.records import CollectionRecord, SetRecord, parse_set_key, parse_utc, set_id_for, set_key, utc_iso
+from qbr.records import CollectionRecord, SetRecord, parse_set_key, parse_utc, set_id_for, utc_iso
+from qbr.render.sizes import human_bytes
 from qbr.retention import SetSummary, decide_retention, describe_policy
 from qbr.state import State
+from qbr.world import BrokenSet, Observed, ObservedCluster, ObservedCollection, ObservedRepository, version_tuple
 
 DEFAULT_GRACE = timedelta(hours=24)
 
@@ -49,18 +61,7 @@ class _Draft:
     refusals: list[str] = field(default_factory=list)
 
 
-def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "size known after the backup runs"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def plan(
+def make_plan(
     manifest: Manifest,
     observed: Observed,
     state: State,
@@ -103,7 +104,6 @@ def _as_json_data(action: Action) -> Action:
     """Actions hold JSON-native data only (lists, not tuples), so a saved plan reads back equal."""
     return replace(
         action,
-        target=json.loads(json.dumps(action.target)),
         precondition=json.loads(json.dumps(action.precondition)),
         params=json.loads(json.dumps(action.params)),
     )
@@ -131,7 +131,7 @@ def describe_config_change(old: dict[str, Any], new: dict[str, Any], limit: int 
     return f"config changed: {shown}"
 
 
-def _archives_intact(record: CollectionRecord, repo: RepositoryState) -> bool:
+def _archives_intact(record: CollectionRecord, repo: ObservedRepository) -> bool:
     return all(
         a.key in repo.archives and repo.archives[a.key].size == a.size for a in record.archives
     )
@@ -209,19 +209,18 @@ def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: d
                     group=group,
                     title=f"copy collection {name} {where}from node {unit['node']} into set {set_id}",
                     reason=change_reason,
-                    target={"cluster": backup.cluster, "node": unit["node"], "collection": name, "shard_id": unit["shard_id"]},
                     precondition={"collection_exists": True, "shard_local": unit["shard_id"] is not None},
-                    params={
-                        "repository": backup.repository,
-                        "backup": backup.name,
-                        "set_id": set_id,
-                        "cluster": backup.cluster,
-                        "node": unit["node"],
-                        "collection": name,
-                        "shard_id": unit["shard_id"],
-                        "kind": unit["kind"],
-                        "shard_ids": unit["shard_ids"],
-                    },
+                    params=as_params(CopyArchive(
+                        repository=backup.repository,
+                        backup=backup.name,
+                        set_id=set_id,
+                        cluster=backup.cluster,
+                        node=unit["node"],
+                        collection=name,
+                        shard_id=unit["shard_id"],
+                        kind=unit["kind"],
+                        shard_ids=tuple(unit["shard_ids"]),
+                    )),
                 )
             )
             copy_ids[name].append(action_id)
@@ -234,26 +233,25 @@ def _plan_backup(draft: _Draft, backup: BackupConfig, observed: Observed, now: d
             group=group,
             title=f"set {set_id}: {len(copy_ids)} collections copied, {len(carried)} referenced",
             reason=why,
-            target={"repository": backup.repository, "key": set_key(backup.name, set_id)},
             depends_on=tuple(i for ids in copy_ids.values() for i in ids),
             precondition={"set_absent": True, "newest_set": newest.set_id if newest else None},
-            params={
-                "repository": backup.repository,
-                "backup": backup.name,
-                "set_id": set_id,
-                "created": utc_iso(now),
-                "cluster": backup.cluster,
-                "qdrant_version": cluster.version,
-                "copied": copy_ids,
-                "carried": carried,
-                "aliases": {k: list(v) for k, v in aliases.items()},
-            },
+            params=as_params(CommitSet(
+                repository=backup.repository,
+                backup=backup.name,
+                set_id=set_id,
+                created=utc_iso(now),
+                cluster=backup.cluster,
+                qdrant_version=cluster.version,
+                copied=copy_ids,
+                carried=carried,
+                aliases={k: list(v) for k, v in aliases.items()},
+            )),
         )
     )
     return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
 
 
-def _copy_reason(previous: CollectionRecord | None, current: CollectionState, only_changed: bool) -> str:
+def _copy_reason(previous: CollectionRecord | None, current: ObservedCollection, only_changed: bool) -> str:
     """Why a collection is copied again rather than carried by reference."""
     if previous is None:
         return "it is new to this backup"
@@ -268,7 +266,7 @@ def _copy_reason(previous: CollectionRecord | None, current: CollectionState, on
 
 
 def _snapshot_units(
-    draft: _Draft, backup: BackupConfig, cluster: ClusterState, collection: CollectionState, node_load: dict[str, int]
+    draft: _Draft, backup: BackupConfig, cluster: ObservedCluster, collection: ObservedCollection, node_load: dict[str, int]
 ) -> list[dict[str, Any]]:
     """Which snapshots cover every shard: one collection snapshot on a single node; otherwise one
     shard snapshot per shard, taken on the least-loaded node holding an active replica of it."""
@@ -318,7 +316,7 @@ class _Source:
 
 
 def _select_source(
-    restore: RestoreConfig, backup: BackupConfig, repo: RepositoryState, planned: PlannedSet | None
+    restore: RestoreConfig, backup: BackupConfig, repo: ObservedRepository, planned: PlannedSet | None
 ) -> _Source | None:
     candidates: list[_Source] = []
     if planned is not None:
@@ -461,20 +459,19 @@ def _plan_restore(
                     group=group,
                     title=title,
                     reason=reason,
-                    target={"cluster": restore.to, "collection": target_name},
                     depends_on=source.depends_on,
                     precondition={"target_exists": exists},
-                    params={
-                        "restore": restore.name,
-                        "backup": backup.name,
-                        "repository": backup.repository,
-                        "set_id": source.set_id,
-                        "source_collection": source_name,
-                        "copied_in": copied_in,
-                        "target_cluster": restore.to,
-                        "target_collection": target_name,
-                        "via": via,
-                    },
+                    params=as_params(RestoreCollection(
+                        restore=restore.name,
+                        backup=backup.name,
+                        repository=backup.repository,
+                        set_id=source.set_id,
+                        source_collection=source_name,
+                        copied_in=copied_in,
+                        target_cluster=restore.to,
+                        target_collection=target_name,
+                        via=via,
+                    )),
                 )
             )
             restore_ids.append(action_id)
@@ -488,7 +485,7 @@ def _plan_restore(
         _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
 
 
-def _unreadable_newer_set(repo: RepositoryState, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:
+def _unreadable_newer_set(repo: ObservedRepository, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:
     """A set record of `backup` that cannot be read and would have been chosen over `set_id`: a
     restore must not roll its target back to older data because the newest record is damaged."""
     for broken in repo.broken_sets:
@@ -504,7 +501,7 @@ def _plan_aliases(
     draft: _Draft,
     group: str,
     restore: RestoreConfig,
-    target: ClusterState,
+    target: ObservedCluster,
     existing: set[str],
     desired: dict[str, str],
     owned: set[str | None],
@@ -537,12 +534,11 @@ def _plan_aliases(
             group=group,
             title="aliases " + ", ".join(f"{a} -> {c}" for a, c in changes.items()) + f" on cluster {restore.to}",
             reason="collection snapshots do not hold aliases; the set recorded them",
-            target={"cluster": restore.to},
             depends_on=tuple(restore_ids),
-            params={
-                "cluster": restore.to,
-                "actions": [{"create_alias": {"collection_name": c, "alias_name": a}} for a, c in changes.items()],
-            },
+            params=as_params(UpdateAliases(
+                cluster=restore.to,
+                actions=[{"create_alias": {"collection_name": c, "alias_name": a}} for a, c in changes.items()],
+            )),
         )
     )
 
@@ -553,7 +549,7 @@ def _plan_aliases(
 def _plan_retention(
     draft: _Draft,
     manifest: Manifest,
-    repo: RepositoryState,
+    repo: ObservedRepository,
     planned: dict[str, PlannedSet],
     selected_by_restores: dict[tuple[str, str], list[str]],
     now: datetime,
@@ -591,10 +587,9 @@ def _plan_retention(
                     group=group,
                     title=f"set {decision.set_id} ({len(record.collections)} collections)",
                     reason="; ".join(decision.reasons) or f"not kept by {describe_policy(backup.retention)}",
-                    target={"repository": repo.name, "key": set_key(backup.name, decision.set_id)},
                     depends_on=(new.commit_action,) if new is not None else (),
                     precondition={"set_exists": True, "newer_set_exists": True},
-                    params={"repository": repo.name, "backup": backup.name, "set_id": decision.set_id},
+                    params=as_params(DeleteSet(repository=repo.name, backup=backup.name, set_id=decision.set_id)),
                 )
             )
             delete_ids.append(action_id)
@@ -604,7 +599,7 @@ def _plan_retention(
 
 def _plan_garbage(
     draft: _Draft,
-    repo: RepositoryState,
+    repo: ObservedRepository,
     planned: dict[str, PlannedSet],
     deleted: dict[str, SetRecord],
     delete_ids: list[str],
@@ -648,10 +643,9 @@ def _plan_garbage(
                 group=group,
                 title=f"archive {key} ({human_bytes(archive.size)})",
                 reason=reason,
-                target={"repository": repo.name, "key": key},
                 depends_on=depends,
                 precondition={"unreferenced": True},
-                params={"repository": repo.name, "key": key},
+                params=as_params(DeleteArchive(repository=repo.name, key=key)),
             )
         )
     if repo.broken_sets:
@@ -671,8 +665,7 @@ def _plan_garbage(
                 group=group,
                 title=f"unfinished upload of {pending.key}",
                 reason=f"it was started {format_duration(age)} ago and never completed (grace {format_duration(grace)})",
-                target={"repository": repo.name, "key": pending.key},
-                params={"repository": repo.name, "key": pending.key, "upload_id": pending.upload_id, "initiated": pending.initiated},
+                params=as_params(AbortUpload(repository=repo.name, key=pending.key, upload_id=pending.upload_id, initiated=pending.initiated)),
             )
         )
 
@@ -733,11 +726,9 @@ def _plan_node_snapshot_cleanup(draft: _Draft, observed: Observed, state: State)
                 group=f"cluster {cluster.name}",
                 title=title,
                 reason=reason,
-                target={"cluster": cluster.name, "node": node, "collection": collection.name, "shard_id": shard},
-                params={
-                    "cluster": cluster.name, "node": node, "collection": collection.name, "shard_id": shard,
-                    "name": found, "record": dict(entry),
-                },
+                params=as_params(DeleteNodeSnapshot(
+                    cluster=cluster.name, node=node, collection=collection.name, shard_id=shard, name=found, record=dict(entry),
+                )),
             )))
     draft.actions.extend(action for _, action in sorted(cleanups, key=lambda pair: pair[0]))
 

@@ -1,6 +1,6 @@
 """`qbr status`: is every backup within its rpo, what is stored, where restores came from.
 
-Pure: built from observed repositories, the state and `now`; rendering is separate. Exit 0
+Pure: built from observed repositories, the state and `now`; drawing it is `qbr.render.status`. Exit 0
 when every backup is within its rpo, 3 when any is late (or has no set), so cron and CI can
 alert on it.
 """
@@ -13,10 +13,9 @@ from typing import Any
 
 from qbr.durations import format_duration
 from qbr.manifest import Manifest
-from qbr.observe import RepositoryState
-from qbr.planner import human_bytes
 from qbr.records import utc_iso
 from qbr.state import State
+from qbr.world import ObservedRepository
 
 EXIT_LATE = 3
 
@@ -61,7 +60,7 @@ class StatusReport:
         return {**asdict(self), "exit_code": self.exit_code}
 
 
-def build_status(manifest: Manifest, repositories: dict[str, RepositoryState], state: State, now: datetime) -> StatusReport:
+def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository], state: State, now: datetime) -> StatusReport:
     backups = []
     for backup in manifest.backups.values():
         repo = repositories[backup.repository]
@@ -106,33 +105,3 @@ def build_status(manifest: Manifest, repositories: dict[str, RepositoryState], s
             for name, entry in sorted(targets.items())
         )
     return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores)
-
-
-def render_status(report: StatusReport) -> str:
-    lines = []
-    for b in report.backups:
-        verdict = "LATE" if b.late else "OK"
-        if b.newest_set:
-            lines.append(f"backup {b.backup}: {verdict}  newest set {b.newest_set} is {b.age} old (rpo {b.rpo})")
-        else:
-            lines.append(f"backup {b.backup}: {verdict}  no set yet (rpo {b.rpo})")
-        lines.append(
-            f"    {b.sets} sets in repository {b.repository}, {human_bytes(b.total_bytes)} referenced, "
-            f"{human_bytes(b.unique_bytes)} stored; collections: {', '.join(b.collections) or '-'}"
-        )
-    for name, targets in report.restores.items():
-        lines.append(f"restore {name}: {len(targets)} collections restored")
-        for t in targets:
-            if t.incomplete:
-                lines.append(
-                    f"    {t.collection} on {t.cluster}: a restore from set {t.set_id} collection {t.source_collection} "
-                    "did not finish; the next apply restores it again"
-                )
-                continue
-            lines.append(
-                f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
-                f"restored {t.restored_at} ({t.points_count} points)"
-            )
-    late = [b.backup for b in report.backups if b.late]
-    lines.append(f"{len(late)} of {len(report.backups)} backups late: {', '.join(late)}" if late else f"All {len(report.backups)} backups within their rpo.")
-    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from typing import IO, Iterable, Iterator
 
 from qbr import faultpoints
 from qbr.errors import ChecksumError
+from qbr.render.sizes import human_bytes
 
 
 @dataclass
@@ -69,14 +70,6 @@ def verified(
         yield pending
 
 
-def human_rate(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 class Progress:
     """One aggregate line (bytes, rate, ETA) rewritten in place; silent unless on a terminal."""
 
@@ -108,7 +101,7 @@ class Progress:
         rate = self.done / elapsed
         total = max(self.total, self.done)
         eta = (total - self.done) / rate if rate > 0 and total else 0
-        line = f"  {human_rate(self.done)} / {human_rate(total)}  {human_rate(rate)}/s  ETA {eta:.0f}s"
+        line = f"  {human_bytes(self.done)} / {human_bytes(total)}  {human_bytes(rate)}/s  ETA {eta:.0f}s"
         self.stream.write("\r" + line.ljust(60))
         self.stream.flush()
         self._shown = True

@@ -16,8 +16,9 @@ from qbr.errors import StalePlanError
 from qbr.manifest import Manifest
 from qbr.observe import observe
 from qbr.plan import Action, Plan
-from qbr.planner import plan as make_plan
-from qbr.state import State, StateLock, StateStore
+from qbr.planner import make_plan
+from qbr.state import State
+from qbr.state_store import StateLock, StateStore
 from qbr.transfer import Progress
 
 

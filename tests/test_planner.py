@@ -11,21 +11,22 @@ import pytest
 
 from qbr.errors import PlanError
 from qbr.manifest import load_manifest_text
-from qbr.observe import (
-    ArchiveObject,
-    ClusterState,
-    CollectionState,
-    NodeSnapshot,
-    NodeState,
-    Observed,
-    PendingObject,
-    RepositoryState,
-    ShardReplica,
-)
 from qbr.plan import Plan
-from qbr.planner import plan, version_refusal
+from qbr.plan_file import plan_from_dict
+from qbr.planner import make_plan, version_refusal
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest, set_id_for, utc_iso
 from qbr.state import State
+from qbr.world import (
+    ArchiveObject,
+    NodeSnapshot,
+    Observed,
+    ObservedCluster,
+    ObservedCollection,
+    ObservedNode,
+    ObservedRepository,
+    PendingObject,
+    ShardReplica,
+)
 
 NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=timezone.utc)
 CONFIG = {"params": {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1, "replication_factor": 1}}
@@ -52,9 +53,9 @@ backups:
     return load_manifest_text(text, "qbr.yaml", Path("/tmp"), env={})
 
 
-def collection(name: str, points: int = 10, *, shards: int = 1, config: dict | None = None, aliases=(), replicas=()) -> CollectionState:
+def collection(name: str, points: int = 10, *, shards: int = 1, config: dict | None = None, aliases=(), replicas=()) -> ObservedCollection:
     cfg = config or {**CONFIG, "params": {**CONFIG["params"], "shard_number": shards}}
-    return CollectionState(
+    return ObservedCollection(
         name=name,
         points_count=points,
         config=cfg,
@@ -66,10 +67,10 @@ def collection(name: str, points: int = 10, *, shards: int = 1, config: dict | N
     )
 
 
-def cluster(name: str, collections: list[CollectionState], *, nodes: int = 1, version: str = "1.19.0", others=(), aliases=None) -> ClusterState:
-    return ClusterState(
+def cluster(name: str, collections: list[ObservedCollection], *, nodes: int = 1, version: str = "1.19.0", others=(), aliases=None) -> ObservedCluster:
+    return ObservedCluster(
         name=name,
-        nodes=tuple(NodeState(f"http://127.0.0.{i + 1}:6333", i + 1, version) for i in range(nodes)),
+        nodes=tuple(ObservedNode(f"http://127.0.0.{i + 1}:6333", i + 1, version) for i in range(nodes)),
         distributed=nodes > 1,
         collection_names=tuple(sorted([c.name for c in collections] + list(others))),
         collections={c.name: c for c in collections},
@@ -77,7 +78,7 @@ def cluster(name: str, collections: list[CollectionState], *, nodes: int = 1, ve
     )
 
 
-def set_record(set_id: str, collections: dict[str, CollectionState], *, backup: str = "nightly", copied_in: dict | None = None, version="1.19.0") -> SetRecord:
+def set_record(set_id: str, collections: dict[str, ObservedCollection], *, backup: str = "nightly", copied_in: dict | None = None, version="1.19.0") -> SetRecord:
     created = datetime.strptime(set_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     records = {}
     for name, c in collections.items():
@@ -96,17 +97,17 @@ def set_record(set_id: str, collections: dict[str, CollectionState], *, backup: 
     return SetRecord(backup=backup, set_id=set_id, created=utc_iso(created), cluster="prod", qdrant_version=version, collections=records)
 
 
-def repository(sets: list[SetRecord], *, extra_archives: dict[str, str] | None = None, presign=False, pending=()) -> RepositoryState:
+def repository(sets: list[SetRecord], *, extra_archives: dict[str, str] | None = None, presign=False, pending=()) -> ObservedRepository:
     archives = {}
     for s in sets:
         for key in s.archive_keys():
             archives[key] = ArchiveObject(key, 100, s.created)
     for key, modified in (extra_archives or {}).items():
         archives[key] = ArchiveObject(key, 100, modified)
-    return RepositoryState("main", "/tmp/qbr-test-repo", presign, tuple(sets), archives, tuple(pending))
+    return ObservedRepository("main", "/tmp/qbr-test-repo", presign, tuple(sets), archives, tuple(pending))
 
 
-def observed(clusters: list[ClusterState], repo: RepositoryState) -> Observed:
+def observed(clusters: list[ObservedCluster], repo: ObservedRepository) -> Observed:
     return Observed({c.name: c for c in clusters}, {"main": repo})
 
 
@@ -119,7 +120,7 @@ def kinds(p: Plan) -> list[str]:
 
 def test_first_backup_copies_every_selected_collection_and_commits_a_set():
     world = observed([cluster("prod", [collection("docs"), collection("images"), collection("tmp_x")]), cluster("dr", [])], repository([]))
-    p = plan(manifest(), world, State(), NOW)
+    p = make_plan(manifest(), world, State(), NOW)
     copies = [a for a in p.actions if a.kind == "copy_archive"]
     assert sorted(a.params["collection"] for a in copies) == ["docs", "images"]
     commit = p.action(f"backup.nightly.{set_id_for(NOW)}.commit")
@@ -133,7 +134,7 @@ def test_backup_within_rpo_plans_nothing_and_says_why():
     docs = collection("docs")
     recent = set_record(set_id_for(NOW - timedelta(hours=3)), {"docs": docs})
     world = observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent]))
-    p = plan(manifest(), world, State(), NOW)
+    p = make_plan(manifest(), world, State(), NOW)
     assert not p.has_changes
     assert any("3h old, within the rpo of 1d" in n.reason for n in p.unchanged)
 
@@ -142,7 +143,7 @@ def test_backup_past_rpo_plans_exactly_one_new_set():
     docs = collection("docs")
     old = set_record(set_id_for(NOW - timedelta(hours=25)), {"docs": docs})
     world = observed([cluster("prod", [docs]), cluster("dr", [])], repository([old]))
-    p = plan(manifest(), world, State(), NOW)
+    p = make_plan(manifest(), world, State(), NOW)
     assert kinds(p).count("commit_set") == 1
     assert "past the rpo of 1d" in p.action(f"backup.nightly.{set_id_for(NOW)}.commit").reason
 
@@ -151,7 +152,7 @@ def test_only_changed_carries_unchanged_collections_by_reference():
     docs, images = collection("docs", 10), collection("images", 5)
     old = set_record(set_id_for(NOW - timedelta(days=2)), {"docs": docs, "images": images})
     world = observed([cluster("prod", [collection("docs", 11), images]), cluster("dr", [])], repository([old]))
-    p = plan(manifest(), world, State(), NOW)
+    p = make_plan(manifest(), world, State(), NOW)
     copies = [a.params["collection"] for a in p.actions if a.kind == "copy_archive"]
     assert copies == ["docs"]
     commit = next(a for a in p.actions if a.kind == "commit_set")
@@ -165,10 +166,10 @@ def test_only_changed_copies_again_when_config_changed_or_archive_missing():
     docs = collection("docs", 10)
     changed_cfg = collection("docs", 10, config={**CONFIG, "params": {**CONFIG["params"], "on_disk_payload": True}})
     old = set_record(set_id_for(NOW - timedelta(days=2)), {"docs": docs})
-    p = plan(manifest(), observed([cluster("prod", [changed_cfg]), cluster("dr", [])], repository([old])), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [changed_cfg]), cluster("dr", [])], repository([old])), State(), NOW)
     assert "config changed: params.on_disk_payload" in next(a for a in p.actions if a.kind == "copy_archive").reason
     broken_repo = replace(repository([old]), archives={})
-    p = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], broken_repo), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], broken_repo), State(), NOW)
     assert "missing from the repository" in next(a for a in p.actions if a.kind == "copy_archive").reason
 
 
@@ -176,7 +177,7 @@ def test_without_only_changed_every_collection_is_copied():
     docs = collection("docs")
     old = set_record(set_id_for(NOW - timedelta(days=2)), {"docs": docs})
     m = manifest(backup="    cluster: prod\n    repository: main\n    rpo: 1d")
-    p = plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([old])), State(), NOW)
+    p = make_plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([old])), State(), NOW)
     assert [a.reason for a in p.actions if a.kind == "copy_archive"] == ["only_changed is off"]
 
 
@@ -189,7 +190,7 @@ def test_multi_node_cluster_is_backed_up_shard_by_shard_on_active_replicas_sprea
         ShardReplica(2, "http://127.0.0.3:6333", "Active"),
     ]
     docs = collection("docs", shards=3, replicas=replicas)
-    p = plan(manifest(), observed([cluster("prod", [docs], nodes=3), cluster("dr", [])], repository([])), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [docs], nodes=3), cluster("dr", [])], repository([])), State(), NOW)
     copies = {a.params["shard_id"]: a.params["node"] for a in p.actions if a.kind == "copy_archive"}
     assert copies == {0: "http://127.0.0.1:6333", 1: "http://127.0.0.2:6333", 2: "http://127.0.0.3:6333"}
 
@@ -197,11 +198,11 @@ def test_multi_node_cluster_is_backed_up_shard_by_shard_on_active_replicas_sprea
 def test_a_shard_without_an_active_replica_fails_the_plan_with_a_sentence():
     docs = collection("docs", shards=2, replicas=[ShardReplica(0, "http://127.0.0.1:6333", "Active"), ShardReplica(1, "http://127.0.0.2:6333", "Dead")])
     with pytest.raises(PlanError, match="shard 1 of collection docs has no active replica"):
-        plan(manifest(), observed([cluster("prod", [docs], nodes=2), cluster("dr", [])], repository([])), State(), NOW)
+        make_plan(manifest(), observed([cluster("prod", [docs], nodes=2), cluster("dr", [])], repository([])), State(), NOW)
 
 
 def test_no_matching_collection_is_a_warning_not_a_set():
-    p = plan(manifest(), observed([cluster("prod", [collection("tmp_a")]), cluster("dr", [])], repository([])), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [collection("tmp_a")]), cluster("dr", [])], repository([])), State(), NOW)
     assert not p.has_changes
     assert "no collection on cluster prod matches" in p.warnings[0]
 
@@ -214,7 +215,7 @@ def test_retention_counts_the_planned_set_and_deletes_after_it_commits():
     ids = [set_id_for(NOW - timedelta(days=d)) for d in (3, 2, 1.5)]
     sets = [set_record(i, {"docs": collection("docs", 10 + n)}) for n, i in enumerate(ids)]
     m = manifest(backup="    cluster: prod\n    repository: main\n    rpo: 1d\n    retention: {keep_last: 2}")
-    p = plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository(sets)), State(), NOW)
+    p = make_plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository(sets)), State(), NOW)
     deletes = [a for a in p.actions if a.kind == "delete_set"]
     assert sorted(a.params["set_id"] for a in deletes) == sorted(ids[:2])
     commit = next(a for a in p.actions if a.kind == "commit_set")
@@ -230,7 +231,7 @@ def test_retention_never_deletes_an_archive_a_kept_or_planned_set_still_referenc
     first = set_record(set_id_for(NOW - timedelta(days=3)), {"docs": docs})
     second = set_record(set_id_for(NOW - timedelta(days=2)), {"docs": docs}, copied_in={"docs": first.set_id})
     m = manifest(backup="    cluster: prod\n    repository: main\n    rpo: 1d\n    only_changed: true\n    retention: {keep_last: 1}")
-    p = plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([first, second])), State(), NOW)
+    p = make_plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([first, second])), State(), NOW)
     assert sorted(a.params["set_id"] for a in p.actions if a.kind == "delete_set") == sorted([first.set_id, second.set_id])
     assert not [a for a in p.actions if a.kind == "delete_archive"], "the new set carries docs' archive"
 
@@ -243,14 +244,14 @@ def test_orphan_archives_wait_for_the_grace_period_and_pending_uploads_are_abort
         extra_archives={"snapshots/docs/old-orphan": utc_iso(NOW - timedelta(days=2)), "snapshots/docs/new-orphan": utc_iso(NOW - timedelta(hours=2))},
         pending=[PendingObject("snapshots/docs/x", "u1", utc_iso(NOW - timedelta(days=3))), PendingObject("snapshots/docs/y", "u2", utc_iso(NOW))],
     )
-    p = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repo), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repo), State(), NOW)
     assert [a.params["key"] for a in p.actions if a.kind == "delete_archive"] == ["snapshots/docs/old-orphan"]
     assert [a.params["upload_id"] for a in p.actions if a.kind == "abort_upload"] == ["u1"]
 
 
 def test_empty_retention_deletes_nothing():
     sets = [set_record(set_id_for(NOW - timedelta(days=d)), {"docs": collection("docs", d)}) for d in range(2, 9)]
-    p = plan(manifest(), observed([cluster("prod", [collection("docs")]), cluster("dr", [])], repository(sets)), State(), NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [collection("docs")]), cluster("dr", [])], repository(sets)), State(), NOW)
     assert not [a for a in p.actions if a.kind in ("delete_set", "delete_archive")]
 
 
@@ -278,7 +279,7 @@ def _restore_world(*, dr_collections=(), dr_version="1.19.0", dr_aliases=None, p
 
 def test_restore_recovers_missing_targets_with_renames_and_their_aliases():
     world, s = _restore_world(presign=True)
-    p = plan(manifest(RESTORE), world, State(), NOW)
+    p = make_plan(manifest(RESTORE), world, State(), NOW)
     restores = {a.params["target_collection"]: a for a in p.actions if a.kind == "restore_collection"}
     assert set(restores) == {"docs_dr", "images"}
     assert restores["docs_dr"].params["source_collection"] == "docs"
@@ -292,14 +293,14 @@ def test_restore_recovers_missing_targets_with_renames_and_their_aliases():
 
 def test_local_repository_restores_go_through_upload():
     world, _ = _restore_world(presign=False)
-    p = plan(manifest(RESTORE), world, State(), NOW)
+    p = make_plan(manifest(RESTORE), world, State(), NOW)
     assert {a.params["via"] for a in p.actions if a.kind == "restore_collection"} == {"upload"}
 
 
 def test_restore_is_idempotent_when_provenance_matches_the_selected_data():
     world, s = _restore_world(dr_collections=("docs_dr", "images"), dr_aliases={"docs_current": "docs_dr"})
     state = State(restores={"dr-replica": {t: {"set_id": s.set_id, "copied_in": s.set_id, "source_collection": src} for t, src in (("docs_dr", "docs"), ("images", "images"))}})
-    p = plan(manifest(RESTORE), world, state, NOW)
+    p = make_plan(manifest(RESTORE), world, state, NOW)
     assert not p.has_changes
 
 
@@ -309,7 +310,7 @@ def test_at_latest_replica_follows_only_changed_collections_of_a_new_set():
     later = NOW + timedelta(days=1)
     prod = replace(world.clusters["prod"], collections={**world.clusters["prod"].collections, "docs": collection("docs", 99, aliases=("docs_current",))})
     world = replace(world, clusters={**world.clusters, "prod": prod})
-    p = plan(manifest(RESTORE), world, state, later)
+    p = make_plan(manifest(RESTORE), world, state, later)
     restores = [a for a in p.actions if a.kind == "restore_collection"]
     assert [a.params["target_collection"] for a in restores] == ["docs_dr"]
     commit = next(a for a in p.actions if a.kind == "commit_set")
@@ -322,11 +323,11 @@ def test_restore_at_a_timestamp_picks_the_newest_set_at_or_before_it():
     older = set_record("20261101T000000Z", {"docs": docs})
     newer = set_record("20261110T000000Z", {"docs": docs})
     extra = RESTORE.replace("if_exists: replace", "if_exists: replace\n    at: 2026-11-05T00:00:00Z")
-    p = plan(manifest(extra), observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
+    p = make_plan(manifest(extra), observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
     assert {a.params["set_id"] for a in p.actions if a.kind == "restore_collection"} == {older.set_id}
     extra = RESTORE.replace("if_exists: replace", "if_exists: replace\n    at: 2026-10-01T00:00:00Z")
     with pytest.raises(PlanError, match="has no set at or before 2026-10-01T00:00:00Z"):
-        plan(manifest(extra), observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
+        make_plan(manifest(extra), observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
 
 
 def test_a_set_selected_by_a_restore_is_protected_from_retention():
@@ -335,7 +336,7 @@ def test_a_set_selected_by_a_restore_is_protected_from_retention():
     newer = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs})
     extra = RESTORE.replace("if_exists: replace", "if_exists: replace\n    at: 2026-11-05T00:00:00Z")
     m = manifest(extra, backup="    cluster: prod\n    repository: main\n    retention: {keep_last: 1}")
-    p = plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
+    p = make_plan(m, observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
     assert not [a for a in p.actions if a.kind == "delete_set"]
     assert any("selected by a restore" in n.reason for n in p.kept)
 
@@ -361,14 +362,14 @@ def test_version_accepted(made, target):
 def test_restore_into_an_older_qdrant_is_refused_at_plan_time():
     world, _ = _restore_world(dr_version="1.18.3")
     with pytest.raises(PlanError, match="refusing to restore set .* into cluster dr: it runs Qdrant 1.18.3"):
-        plan(manifest(RESTORE), world, State(), NOW)
+        make_plan(manifest(RESTORE), world, State(), NOW)
 
 
 def test_if_exists_fail_and_skip():
     world, _ = _restore_world(dr_collections=("images",))
     with pytest.raises(PlanError, match="collection images already exists on cluster dr and if_exists is fail"):
-        plan(manifest(RESTORE.replace("replace", "fail")), world, State(), NOW)
-    p = plan(manifest(RESTORE.replace("replace", "skip")), world, State(), NOW)
+        make_plan(manifest(RESTORE.replace("replace", "fail")), world, State(), NOW)
+    p = make_plan(manifest(RESTORE.replace("replace", "skip")), world, State(), NOW)
     assert [a.params["target_collection"] for a in p.actions if a.kind == "restore_collection"] == ["docs_dr"]
     assert any(n.reason == "it exists and if_exists is skip" for n in p.unchanged)
 
@@ -377,12 +378,12 @@ def test_restore_never_overwrites_a_collection_the_manifest_backs_up():
     extra = RESTORE.replace("to: dr", "to: prod").replace('"images": "*"', '"images": "images_copy"').replace('"docs": "docs_dr"', '"docs": "docs_v2"')
     world, _ = _restore_world()
     with pytest.raises(PlanError, match="refusing to restore into collection docs_v2 on cluster prod, because backup nightly backs it up"):
-        plan(manifest(extra), world, State(), NOW)
+        make_plan(manifest(extra), world, State(), NOW)
 
 
 def test_aliases_owned_by_others_are_left_alone():
     world, _ = _restore_world(dr_collections=("other",), dr_aliases={"docs_current": "other"})
-    p = plan(manifest(RESTORE), world, State(), NOW)
+    p = make_plan(manifest(RESTORE), world, State(), NOW)
     assert not [a for a in p.actions if a.kind == "update_aliases"]
     assert any("which this restore does not own" in n.reason for n in p.unchanged)
 
@@ -394,17 +395,17 @@ def test_snapshots_qbr_left_on_a_node_are_cleaned_up():
     docs = replace(collection("docs"), node_snapshots=(NodeSnapshot("http://127.0.0.1:6333", "docs-1-x.snapshot"), NodeSnapshot("http://127.0.0.1:6333", "theirs.snapshot")))
     recent = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs})
     state = State(node_snapshots=[{"cluster": "prod", "node": "http://127.0.0.1:6333", "collection": "docs", "shard_id": None, "name": "docs-1-x.snapshot"}])
-    p = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent])), state, NOW)
+    p = make_plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent])), state, NOW)
     assert [a.params["name"] for a in p.actions if a.kind == "delete_node_snapshot"] == ["docs-1-x.snapshot"]
 
 
 def test_plan_is_deterministic_and_round_trips_through_json_and_the_schema():
     world, _ = _restore_world()
     m = manifest(RESTORE)
-    first = plan(m, world, State(), NOW + timedelta(days=1))
-    second = plan(m, world, State(), NOW + timedelta(days=1))
+    first = make_plan(m, world, State(), NOW + timedelta(days=1))
+    second = make_plan(m, world, State(), NOW + timedelta(days=1))
     assert first.to_json() == second.to_json()
-    again = Plan.from_dict(json.loads(first.to_json()))
+    again = plan_from_dict(json.loads(first.to_json()))
     assert again == first
     assert again.summary()["create"] == sum(1 for a in first.actions if a.change == "create")
 
@@ -415,4 +416,4 @@ def test_two_sources_restored_into_one_target_are_refused_at_plan_time():
     extra = RESTORE.replace('{"docs": "docs_dr", "images": "*"}', '{"docs": "docs_dr", "*": "*"}')
     world = observed([cluster("prod", [docs, docs_dr]), cluster("dr", [])], repository([s]))
     with pytest.raises(PlanError, match="collections docs and docs_dr would both be restored into docs_dr"):
-        plan(manifest(extra), world, State(), NOW)
+        make_plan(manifest(extra), world, State(), NOW)

@@ -9,7 +9,8 @@ import pytest
 
 from qbr.errors import LockError, StateError
 from qbr.manifest import StateLocation
-from qbr.state import State, StateLock, StateStore, force_unlock, read_lock
+from qbr.state import State
+from qbr.state_store import StateLock, StateStore, force_unlock, read_lock
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -42,7 +42,8 @@ from qbr.planner import DEFAULT_GRACE
 from qbr.qdrant import QdrantClient
 from qbr.records import SetRecord, parse_set_key, parse_utc, utc_iso
 from qbr.repository import Repository, open_local_repository, open_s3_repository
-from qbr.state import LockInfo, State
+from qbr.state import State
+from qbr.state_store import LockInfo
 from tests.e2e.helpers import (
     all_points,
     make_collection,

@@ -109,10 +109,10 @@ QDRANT_NEW = "docs-7-2026-11-21-08-00-01.snapshot"  # appeared after qbr listed:
 
 
 def _cleanup_plan(on_node: list[str], records: list[dict]):
-    from qbr.observe import NodeSnapshot
-    from qbr.planner import plan
+    from qbr.planner import make_plan
     from qbr.records import set_id_for
     from qbr.state import State
+    from qbr.world import NodeSnapshot
     from tests.test_planner import (
         NOW,
         cluster,
@@ -125,7 +125,7 @@ def _cleanup_plan(on_node: list[str], records: list[dict]):
 
     docs = replace(collection("docs"), node_snapshots=tuple(NodeSnapshot(NODE, n) for n in on_node))
     recent = set_record(set_id_for(NOW - timedelta(hours=1)), {"docs": docs})
-    result = plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent])), State(node_snapshots=records), NOW)
+    result = make_plan(manifest(), observed([cluster("prod", [docs]), cluster("dr", [])], repository([recent])), State(node_snapshots=records), NOW)
     return [a for a in result.actions if a.kind == "delete_node_snapshot"], result
 
 
@@ -165,22 +165,22 @@ def test_records_of_snapshots_that_are_gone_are_forgotten_not_left_in_the_state_
 
 @pytest.mark.parametrize("if_exists", ["skip", "fail", "replace"])
 def test_a_target_a_killed_restore_left_half_made_is_restored_again_whatever_if_exists_says(if_exists):
-    from qbr.planner import plan
+    from qbr.planner import make_plan
     from qbr.state import State
     from tests.test_planner import NOW, RESTORE, _restore_world, manifest
 
     world, s = _restore_world(dr_collections=("docs_dr",))
     marks = {"dr-replica": {"docs_dr": {"backup": "nightly", "set_id": s.set_id, "source_collection": "docs", "incomplete": True}}}
-    result = plan(manifest(RESTORE.replace("if_exists: replace", f"if_exists: {if_exists}")), world, State(restores=marks), NOW)
+    result = make_plan(manifest(RESTORE.replace("if_exists: replace", f"if_exists: {if_exists}")), world, State(restores=marks), NOW)
     restore = result.action("restore.dr-replica.docs_dr")
     assert restore.change == "replace" and "did not finish" in restore.reason
-    untouched = plan(manifest(RESTORE.replace("if_exists: replace", "if_exists: skip")), world, State(), NOW)
+    untouched = make_plan(manifest(RESTORE.replace("if_exists: replace", "if_exists: skip")), world, State(), NOW)
     assert "restore.dr-replica.docs_dr" not in {a.id for a in untouched.actions}, "a collection qbr never touched is skipped"
 
 
 def test_the_next_apply_discards_what_a_write_killed_before_its_rename_left_beside_the_state(tmp_path, monkeypatch):
     from qbr.manifest import StateLocation
-    from qbr.state import StateStore
+    from qbr.state_store import StateStore
 
     monkeypatch.setenv("QBR_LOCK_LEASE", "5")
     folder = tmp_path / ".qbr"

@@ -120,7 +120,8 @@ def test_status_reports_ok_then_late_with_exit_codes(emulator, s3_bucket, tmp_pa
 
 
 def test_status_names_a_restore_that_did_not_finish():
-    from qbr.status import RestoreTarget, StatusReport, render_status
+    from qbr.render.status import render_status
+    from qbr.status import RestoreTarget, StatusReport
 
     report = StatusReport(
         now="2026-11-21T00:00:00Z",

@@ -14,58 +14,80 @@ from __future__ import annotations
 
 import posixpath
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from qbr import faultpoints
-from qbr.errors import ChecksumError, QbrError, QdrantError
+from qbr.actions import RestoreCollection
+from qbr.apply.context import ActionContext
+from qbr.errors import ChecksumError, PreconditionError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
-
-if TYPE_CHECKING:
-    from qbr.apply import Applier
-    from qbr.plan import Action
 
 PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
 PRESIGN_SECONDS = 900
 
 
-def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
-    p = action.params
-    conn = applier.connections
-    repo = conn.repository(p["repository"])
-    key = set_key(p["backup"], p["set_id"])
+def check_restore_collection(ctx: ActionContext, p: RestoreCollection, pre: dict[str, Any]) -> None:
+    if "target_exists" not in pre:
+        return
+    exists = ctx.connections.seed(p.target_cluster).collection_exists(p.target_collection)
+    if exists != bool(pre["target_exists"]):
+        raise PreconditionError(
+            f"collection {p.target_collection} on cluster {p.target_cluster} "
+            f"{'appeared' if exists else 'disappeared'} since the plan; run qbr plan again"
+        )
+
+
+def restore_collection(ctx: ActionContext, p: RestoreCollection, action_id: str) -> dict[str, Any]:
+    try:
+        return _restore(ctx, p)
+    except QbrError:
+        _forget_mark_if_untouched(ctx, p)
+        raise
+
+
+def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
+    conn = ctx.connections
+    repo = conn.repository(p.repository)
+    key = set_key(p.backup, p.set_id)
     try:
         record = SetRecord.from_json(repo.get_bytes(key), key)
     except QbrError as error:
-        raise QbrError(f"cannot read set {p['backup']}/{p['set_id']} to restore from: {error}") from None
-    source = record.collections.get(p["source_collection"])
+        raise QbrError(f"cannot read set {p.backup}/{p.set_id} to restore from: {error}") from None
+    source = record.collections.get(p.source_collection)
     if source is None:
-        raise QbrError(f"set {p['set_id']} holds no collection {p['source_collection']}; run qbr plan again")
+        raise QbrError(f"set {p.set_id} holds no collection {p.source_collection}; run qbr plan again")
     for archive in source.archives:
         head = repo.head(archive.key)
         if head is None:
-            raise ChecksumError(f"archive {archive.key} of set {p['set_id']} is missing from the repository; it cannot be restored")
+            raise ChecksumError(f"archive {archive.key} of set {p.set_id} is missing from the repository; it cannot be restored")
         if head.size != archive.size:
             raise ChecksumError(
-                f"archive {archive.key} of set {p['set_id']} is {head.size} bytes, the set recorded {archive.size}; "
+                f"archive {archive.key} of set {p.set_id} is {head.size} bytes, the set recorded {archive.size}; "
                 "it is damaged and was not restored (run qbr verify)"
             )
-    cluster, target = p["target_cluster"], p["target_collection"]
+    cluster, target = p.target_cluster, p.target_collection
     nodes = conn.cluster_nodes(cluster)
     seed = conn.client(cluster, nodes[0].url)
     exists = seed.collection_exists(target)
-    if exists != bool(action.precondition.get("target_exists")):
-        raise QbrError(
-            f"collection {target} on cluster {cluster} {'appeared' if exists else 'disappeared'} since the plan; run qbr plan again"
-        )
-    _record_incomplete(applier, p, cluster, target)
+    # Before the target is touched, the state says a restore into it is under way. If this run
+    # dies from here on, the next plan restores it again whatever if_exists says: the half-made
+    # collection is qbr's work, not the user's. The provenance written at the end replaces this.
+    ctx.restore_started(p.restore, target, {
+        "backup": p.backup,
+        "set_id": p.set_id,
+        "source_collection": p.source_collection,
+        "cluster": cluster,
+        "started_at": utc_iso(ctx.now()),
+        "incomplete": True,
+    })
     journal: list[dict[str, Any]] = []
     direct = len(nodes) == 1 and all(a.kind == "collection" for a in source.archives)
     if direct:
         if exists and not _compatible(seed.collection_info(target), source):
             seed.delete_collection(target)  # Qdrant refuses to recover over other vectors or shard counts
         for archive in source.archives:
-            _recover(applier, seed, repo, target, archive, None, p["via"])
+            _recover(ctx, seed, repo, target, archive, None, p.via)
             journal.append({"archive": archive.key, "node": nodes[0].url})
     else:
         if exists and not _compatible(seed.collection_info(target), source):
@@ -92,67 +114,44 @@ def restore_collection(applier: "Applier", action: "Action") -> dict[str, Any]:
                 if shard_id not in holders:
                     raise QbrError(f"no node of cluster {cluster} holds shard {shard_id} of collection {target}; it cannot be restored")
                 node = holders[shard_id][0]
-                _recover(applier, conn.client(cluster, node), repo, target, archive, shard_id, p["via"])
+                _recover(ctx, conn.client(cluster, node), repo, target, archive, shard_id, p.via)
                 journal.append({"archive": archive.key, "shard_id": shard_id, "node": node})
             else:
                 wanted = sorted({n for s in archive.shard_ids for n in holders.get(s, [])})
                 for node in wanted:
-                    _recover(applier, conn.client(cluster, node), repo, target, archive, None, p["via"])
+                    _recover(ctx, conn.client(cluster, node), repo, target, archive, None, p.via)
                     journal.append({"archive": archive.key, "node": node})
     points = seed.count_points(target, exact=True)
     if points != source.points_count:
         raise QbrError(
-            f"restored collection {target} on cluster {cluster} has {points} points, but set {p['set_id']} recorded "
+            f"restored collection {target} on cluster {cluster} has {points} points, but set {p.set_id} recorded "
             f"{source.points_count}; the restore is not trusted (run qbr verify, then apply again)"
         )
     faultpoints.reached("restore.before_record")
-    provenance = {
-        "backup": p["backup"],
-        "set_id": p["set_id"],
+    ctx.restore_finished(p.restore, target, {
+        "backup": p.backup,
+        "set_id": p.set_id,
         "copied_in": source.copied_in,
-        "source_collection": p["source_collection"],
+        "source_collection": p.source_collection,
         "cluster": cluster,
-        "restored_at": utc_iso(applier.clock()),
+        "restored_at": utc_iso(ctx.now()),
         "points_count": points,
-    }
-    with applier._state_lock:
-        applier.state.restores.setdefault(p["restore"], {})[target] = provenance
+    })
     return {"journal": {"points": points, "recovered": journal}}
 
 
-def _record_incomplete(applier: "Applier", p: dict[str, Any], cluster: str, target: str) -> None:
-    """Before the target is touched, the state says a restore into it is under way. If this run
-    dies from here on, the next plan restores it again whatever if_exists says: the half-made
-    collection is qbr's work, not the user's. The provenance written at the end replaces this."""
-    with applier._state_lock:
-        applier.state.restores.setdefault(p["restore"], {})[target] = {
-            "backup": p["backup"],
-            "set_id": p["set_id"],
-            "source_collection": p["source_collection"],
-            "cluster": cluster,
-            "started_at": utc_iso(applier.clock()),
-            "incomplete": True,
-        }
-    applier._save()
-
-
-def forget_incomplete_if_untouched(applier: "Applier", action: "Action") -> None:
+def _forget_mark_if_untouched(ctx: ActionContext, p: RestoreCollection) -> None:
     """After a restore failed (an error, not a kill): if its target does not exist, the mark
     that it is incomplete says nothing the next plan needs; drop it."""
-    p = action.params
-    cluster, target = p["target_cluster"], p["target_collection"]
-    marked = applier.state.restores.get(p["restore"], {}).get(target)
+    marked = ctx.restore_mark(p.restore, p.target_collection)
     if not marked or not marked.get("incomplete"):
         return
     try:
-        if applier.connections.seed(cluster).collection_exists(target):
+        if ctx.connections.seed(p.target_cluster).collection_exists(p.target_collection):
             return
     except QbrError:
         return
-    with applier._state_lock:
-        applier.state.restores[p["restore"]].pop(target, None)
-        if not applier.state.restores[p["restore"]]:
-            applier.state.restores.pop(p["restore"])
+    ctx.restore_finished(p.restore, p.target_collection, None)
 
 
 def _replication_factor(source: CollectionRecord) -> int:
@@ -176,7 +175,7 @@ def _shard_holders(conn: Any, cluster: str, nodes: list[Any], collection: str) -
 
 
 def _recover(
-    applier: "Applier", client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
+    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
 ) -> None:
     faultpoints.reached("restore.before_recover")
     if via == "url":
@@ -188,7 +187,7 @@ def _recover(
             faultpoints.reached("restore.recovered")
             return
     filename = posixpath.basename(archive.key)
-    applier.progress.expect(archive.size)
+    ctx.progress.expect(archive.size)
     client.upload_snapshot(
         collection,
         lambda: _read_archive(repo, archive.key),

@@ -1,0 +1,128 @@
+"""What each kind of action needs: typed parameters and the precondition apply checks.
+
+The planner builds an action's `params` from one of these classes and apply reads them back
+through the same class, so the two cannot drift apart on a field name. A saved plan keeps them
+as plain JSON; `params_of` turns that back into the typed form and names the action when a
+field is missing. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from qbr.errors import QbrError
+
+
+@dataclass(frozen=True)
+class CopyArchive:
+    """Snapshot one collection (or one shard of it) on one node into the repository."""
+
+    repository: str
+    backup: str
+    set_id: str
+    cluster: str
+    node: str
+    collection: str
+    shard_id: int | None
+    kind: str  # collection | shard
+    shard_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CommitSet:
+    """Write the set record: the commit of one backup run."""
+
+    repository: str
+    backup: str
+    set_id: str
+    created: str
+    cluster: str
+    qdrant_version: str
+    copied: dict[str, list[str]]  # collection -> ids of the copy actions that hold its archives
+    carried: dict[str, dict[str, Any]]  # collection -> the record of an earlier set, referenced
+    aliases: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class DeleteSet:
+    repository: str
+    backup: str
+    set_id: str
+
+
+@dataclass(frozen=True)
+class DeleteArchive:
+    repository: str
+    key: str
+
+
+@dataclass(frozen=True)
+class AbortUpload:
+    repository: str
+    key: str
+    upload_id: str
+    initiated: str
+
+
+@dataclass(frozen=True)
+class DeleteNodeSnapshot:
+    cluster: str
+    node: str
+    collection: str
+    shard_id: int | None
+    name: str | None  # None: only the state's record is left to forget
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RestoreCollection:
+    restore: str
+    backup: str
+    repository: str
+    set_id: str
+    source_collection: str
+    copied_in: str
+    target_cluster: str
+    target_collection: str
+    via: str  # url | upload
+
+
+@dataclass(frozen=True)
+class UpdateAliases:
+    cluster: str
+    actions: list[dict[str, Any]]
+
+
+PARAMS: dict[str, type] = {
+    "copy_archive": CopyArchive,
+    "commit_set": CommitSet,
+    "delete_set": DeleteSet,
+    "delete_archive": DeleteArchive,
+    "abort_upload": AbortUpload,
+    "delete_node_snapshot": DeleteNodeSnapshot,
+    "restore_collection": RestoreCollection,
+    "update_aliases": UpdateAliases,
+}
+
+
+def as_params(typed: Any) -> dict[str, Any]:
+    """The JSON form of typed parameters (tuples become lists, as a saved plan reads back)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(typed).items()}
+
+
+def params_of(kind: str, params: dict[str, Any], action_id: str) -> Any:
+    """Typed parameters of an action; a missing field is a plan defect named in one sentence."""
+    cls = PARAMS.get(kind)
+    if cls is None:
+        raise QbrError(f"action {action_id} has an unknown kind {kind!r}; run qbr plan again")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in params:
+            if f.name == "record" and kind == "delete_node_snapshot":  # plans from before the record field
+                values["record"] = {k: params.get(k) for k in ("cluster", "node", "collection", "shard_id", "name")}
+                continue
+            raise QbrError(f"action {action_id} lacks the parameter {f.name}; run qbr plan again")
+        value = params[f.name]
+        values[f.name] = tuple(value) if f.name == "shard_ids" else value
+    return cls(**values)

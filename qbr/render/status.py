@@ -1,0 +1,36 @@
+"""`qbr status` drawn for people: one verdict per backup, sizes, and where restores came from."""
+
+from __future__ import annotations
+
+from qbr.render.sizes import human_bytes
+from qbr.status import StatusReport
+
+
+def render_status(report: StatusReport) -> str:
+    lines = []
+    for b in report.backups:
+        verdict = "LATE" if b.late else "OK"
+        if b.newest_set:
+            lines.append(f"backup {b.backup}: {verdict}  newest set {b.newest_set} is {b.age} old (rpo {b.rpo})")
+        else:
+            lines.append(f"backup {b.backup}: {verdict}  no set yet (rpo {b.rpo})")
+        lines.append(
+            f"    {b.sets} sets in repository {b.repository}, {human_bytes(b.total_bytes)} referenced, "
+            f"{human_bytes(b.unique_bytes)} stored; collections: {', '.join(b.collections) or '-'}"
+        )
+    for name, targets in report.restores.items():
+        lines.append(f"restore {name}: {len(targets)} collections restored")
+        for t in targets:
+            if t.incomplete:
+                lines.append(
+                    f"    {t.collection} on {t.cluster}: a restore from set {t.set_id} collection {t.source_collection} "
+                    "did not finish; the next apply restores it again"
+                )
+                continue
+            lines.append(
+                f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
+                f"restored {t.restored_at} ({t.points_count} points)"
+            )
+    late = [b.backup for b in report.backups if b.late]
+    lines.append(f"{len(late)} of {len(report.backups)} backups late: {', '.join(late)}" if late else f"All {len(report.backups)} backups within their rpo.")
+    return "\n".join(lines) + "\n"

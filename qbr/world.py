@@ -1,0 +1,121 @@
+"""The observed world as plain frozen data: clusters, nodes, collections, repositories, sets.
+
+`observe` fills these in; the planner reads them. Nothing here does I/O or imports a client,
+so `import qbr.planner` stays pure in its imports too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from qbr.records import SetRecord
+
+
+@dataclass(frozen=True)
+class ObservedNode:
+    url: str
+    peer_id: int | None
+    version: str
+
+
+@dataclass(frozen=True)
+class ShardReplica:
+    """A shard replica local to one node, as that node reports it."""
+
+    shard_id: int
+    node: str
+    state: str
+    points_count: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """A snapshot file sitting on a node's disk (collection-level, or of one shard)."""
+
+    node: str
+    name: str
+    shard_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ObservedCollection:
+    name: str
+    points_count: int
+    config: dict[str, Any]
+    config_sha256: str
+    shard_number: int
+    replication_factor: int
+    aliases: tuple[str, ...]
+    replicas: tuple[ShardReplica, ...] = ()
+    node_snapshots: tuple[NodeSnapshot, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedCluster:
+    name: str
+    nodes: tuple[ObservedNode, ...]
+    distributed: bool
+    collection_names: tuple[str, ...]
+    collections: dict[str, ObservedCollection]  # observed in detail: those some backup selects
+    aliases: dict[str, str]  # alias -> collection
+
+    @property
+    def version(self) -> str:
+        """The oldest version among the nodes: what a restore must be compatible with."""
+        return min((n.version for n in self.nodes), key=version_tuple)
+
+
+@dataclass(frozen=True)
+class ArchiveObject:
+    key: str
+    size: int
+    modified: str  # UTC ISO
+
+
+@dataclass(frozen=True)
+class PendingObject:
+    """An upload that began and never finished (S3 multipart, or a local temp file)."""
+
+    key: str
+    upload_id: str
+    initiated: str  # UTC ISO
+
+
+@dataclass(frozen=True)
+class BrokenSet:
+    key: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class ObservedRepository:
+    name: str
+    description: str
+    can_presign: bool
+    sets: tuple[SetRecord, ...]
+    archives: dict[str, ArchiveObject]
+    pending_uploads: tuple[PendingObject, ...] = ()
+    broken_sets: tuple[BrokenSet, ...] = ()
+
+    def sets_of(self, backup: str) -> list[SetRecord]:
+        """Complete sets of one backup, newest first."""
+        return sorted((s for s in self.sets if s.backup == backup), key=lambda s: s.set_id, reverse=True)
+
+
+@dataclass(frozen=True)
+class Observed:
+    clusters: dict[str, ObservedCluster] = field(default_factory=dict)
+    repositories: dict[str, ObservedRepository] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'1.19.0' -> (1, 19, 0); tolerant of suffixes such as '1.19.0-dev'."""
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
