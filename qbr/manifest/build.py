@@ -1,0 +1,109 @@
+"""Checked values -> the frozen dataclasses of model.py, with defaults filled in.
+
+Runs only on data that passed the schema and the cross-reference checks, so it indexes freely.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qbr.durations import parse_duration
+from qbr.manifest.checks import parse_at, parse_s3_url
+from qbr.manifest.model import BackupConfig, ClusterConfig, Manifest, RepositoryConfig, RestoreConfig, StateLocation
+from qbr.retention import RetentionPolicy
+
+DEFAULT_STATE_PATH = ".qbr/state.json"
+
+
+def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Manifest:
+    """Checked values -> frozen dataclasses, with defaults filled in."""
+
+    def local(path: str) -> Path:
+        return Path(os.path.normpath(base_dir / os.path.expanduser(path)))
+
+    def blank(value: Any) -> str | None:
+        return value if value else None
+
+    state_value = data.get("state", DEFAULT_STATE_PATH)
+    if isinstance(state_value, dict) and "s3" in state_value:
+        s3 = state_value["s3"]
+        state = StateLocation("s3", None, s3["bucket"], s3["key"], blank(s3.get("endpoint_url")), blank(s3.get("region")))
+    elif isinstance(state_value, str) and state_value.startswith("s3://"):
+        bucket, key = parse_s3_url(state_value)  # type: ignore[misc]
+        state = StateLocation("s3", None, bucket, key, None, None)
+    else:
+        path = state_value["path"] if isinstance(state_value, dict) else state_value
+        state = StateLocation("path", local(path), None, None, None, None)
+
+    clusters: dict[str, ClusterConfig] = {}
+    for name, c in data["clusters"].items():
+        urls = ([c["url"]] if "url" in c else []) + list(c.get("nodes", []))
+        clusters[name] = ClusterConfig(
+            name=name,
+            urls=tuple(dict.fromkeys(u.rstrip("/") for u in urls)),
+            api_key=blank(c.get("api_key")),
+            rest_port=c.get("rest_port"),
+            timeout=parse_duration(c["timeout"]) if "timeout" in c else None,
+            discover="nodes" not in c,
+        )
+
+    repositories: dict[str, RepositoryConfig] = {}
+    for name, r in data["repositories"].items():
+        if "s3" in r:
+            s3 = r["s3"]
+            repositories[name] = RepositoryConfig(
+                name, "s3", None, s3["bucket"], s3.get("prefix", "").strip("/"),
+                blank(s3.get("endpoint_url")), blank(s3.get("region")),
+            )
+        else:
+            repositories[name] = RepositoryConfig(name, "path", local(r["path"]), None, "", None, None)
+
+    backups: dict[str, BackupConfig] = {}
+    for name, b in (data.get("backups") or {}).items():
+        kept = b.get("retention", {})
+        backups[name] = BackupConfig(
+            name=name,
+            cluster=b["cluster"],
+            repository=b["repository"],
+            collections=tuple(b.get("collections", ["*"])),
+            rpo=parse_duration(b.get("rpo", "24h")),
+            only_changed=b.get("only_changed", False),
+            aliases=b.get("aliases", True),
+            retention=RetentionPolicy(
+                keep_last=kept.get("keep_last"),
+                hourly=kept.get("hourly"),
+                daily=kept.get("daily"),
+                weekly=kept.get("weekly"),
+                monthly=kept.get("monthly"),
+                yearly=kept.get("yearly"),
+                within=parse_duration(kept["within"]) if "within" in kept else None,
+            ),
+        )
+
+    restores: dict[str, RestoreConfig] = {}
+    for name, r in (data.get("restores") or {}).items():
+        at = r.get("at", "latest")
+        restores[name] = RestoreConfig(
+            name=name,
+            from_backup=r["from"],
+            to=r["to"],
+            at=None if at == "latest" else parse_at(at),
+            collections=tuple(r.get("collections", {"*": "*"}).items()),
+            if_exists=r.get("if_exists", "skip"),
+            aliases=r.get("aliases", True),
+            via=r.get("via", "auto"),
+        )
+
+    return Manifest(
+        source=source,
+        base_dir=base_dir,
+        sha256=sha256,
+        version=int(data["version"]),
+        state=state,
+        clusters=clusters,
+        repositories=repositories,
+        backups=backups,
+        restores=restores,
+    )

@@ -1,0 +1,110 @@
+"""The manifest's data model: the frozen dataclasses the rest of qbr codes against.
+
+Kept apart from the loader so that reading a Manifest (the planner, observe, status...) never
+imports PyYAML or jsonschema: this module needs only the standard library and qbr's own small
+modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, Mapping
+
+from qbr.manifest import collection_map
+from qbr.retention import RetentionPolicy
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A Qdrant cluster; `urls` lists the known nodes' REST URLs (url first, no trailing '/')."""
+
+    name: str
+    urls: tuple[str, ...]
+    api_key: str | None = field(repr=False)
+    rest_port: int | None
+    timeout: timedelta | None
+    discover: bool  # only `url` was given: the other nodes come from GET /cluster
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """Where archives and set records live: a prefix in an S3 bucket, or a folder."""
+
+    name: str
+    kind: Literal["s3", "path"]
+    path: Path | None  # absolute
+    bucket: str | None
+    prefix: str  # no leading or trailing '/'
+    endpoint_url: str | None
+    region: str | None
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    """Where the state file lives."""
+
+    kind: Literal["path", "s3"]
+    path: Path | None
+    bucket: str | None
+    key: str | None
+    endpoint_url: str | None
+    region: str | None
+
+    def describe(self) -> str:
+        """A short human form: the absolute path, or s3://bucket/key."""
+        if self.kind == "s3":
+            return f"s3://{self.bucket}/{self.key}"
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """Which collections of a cluster are copied into a repository, how often, how long kept."""
+
+    name: str
+    cluster: str
+    repository: str
+    collections: tuple[str, ...]
+    rpo: timedelta
+    only_changed: bool
+    aliases: bool
+    retention: RetentionPolicy
+
+    def selects(self, collection: str) -> bool:
+        """Whether this backup covers `collection`: the last glob that matches decides; '!' excludes."""
+        return collection_map.selects(self.collections, collection)
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    """A cluster that must hold restored copies of a backup's collections."""
+
+    name: str
+    from_backup: str
+    to: str
+    at: datetime | None  # None: the latest set; else aware UTC
+    collections: tuple[tuple[str, str], ...]
+    if_exists: Literal["skip", "replace", "fail"]
+    aliases: bool
+    via: Literal["auto", "url", "upload"]
+
+    def target_name(self, source_collection: str) -> str | None:
+        """The collection `source_collection` is restored into; None when no entry matches."""
+        return collection_map.target_name(self.collections, source_collection)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded, checked manifest. `sha256` is of the raw bytes, so plans can spot a changed file."""
+
+    source: str
+    base_dir: Path
+    sha256: str
+    version: int
+    state: StateLocation
+    clusters: Mapping[str, ClusterConfig]
+    repositories: Mapping[str, RepositoryConfig]
+    backups: Mapping[str, BackupConfig]
+    restores: Mapping[str, RestoreConfig]
