@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from qbr import verify as verify_module
-from qbr.errors import NotFoundError, RepositoryError
+from qbr.errors import NotFoundError, QbrError, RepositoryError
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord
+from qbr.redact import redact
 from qbr.verify import (
+    ENGINE_ENV,
     ArchiveScan,
     Finding,
+    QdrantEdgeCounter,
     RestoreCheck,
     SetCheck,
     VerifyReport,
     archive_problems,
     check_sets,
+    choose_counter,
     load_engine,
     render_verify,
     scan_archive,
     scan_stream,
-    scrub,
+    uncounted,
 )
+from qbr.verify import engine as engine_module
 from tests.e2e.helpers import tar_bytes
 from tests.emulator.archive import collection_members, shard_members, synthetic_shard_archive
+from tests.verify_engine import SELECT as EMULATOR_COUNTER
+from tests.verify_engine import EmulatorPointCounter
+
+EMULATOR = EmulatorPointCounter()
 
 PEERS = {0: 101}
 
@@ -55,20 +64,22 @@ def chunked(data: bytes, size: int):
     return (data[i : i + size] for i in range(0, len(data), size))
 
 
-def deep_problems(data: bytes, record: ArchiveRecord, engine=None, chunk: int = 4096) -> tuple[str, ...]:
-    return archive_problems(scan_stream(chunked(data, chunk), record.key, record.kind, deep=True, engine=engine), record)
+def deep_problems(data: bytes, record: ArchiveRecord, counter=None, chunk: int = 4096) -> tuple[str, ...]:
+    return archive_problems(scan_stream(chunked(data, chunk), record.key, record.kind, deep=True, counter=counter), record)
 
 
 # ---------------------------------------------------------------- bytes
 
 
 @pytest.mark.parametrize("chunk", [1, 511, 512, 10240, 1 << 20])
-@pytest.mark.parametrize("deep", [False, True])
-def test_scan_hashes_every_byte_whatever_the_chunking(chunk, deep):
+@pytest.mark.parametrize("deep, counter", [(False, None), (True, None), (True, EMULATOR)])
+def test_scan_hashes_every_byte_whatever_the_chunking(chunk, deep, counter):
     data = collection_archive({0: 5}) + b"trailing bytes after the end-of-archive marker"
-    scan = scan_stream(chunked(data, chunk), "k", "collection", deep=deep)
+    scan = scan_stream(chunked(data, chunk), "k", "collection", deep=deep, counter=counter)
     assert (scan.size, scan.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     assert scan.deep is deep
+    if counter is not None:
+        assert scan.shards[0].points == 5
 
 
 def test_size_and_hash_mismatches_are_named_and_deep_findings_wait_for_whole_bytes():
@@ -123,13 +134,13 @@ def test_scan_archive_turns_missing_and_unreadable_into_findings():
 
 def test_a_whole_emulator_collection_snapshot_passes_and_counts_points_per_shard():
     data = collection_archive({0: 4, 1: 6, 2: 0})
-    scan = scan_stream(chunked(data, 1000), "k", "collection", deep=True)
-    assert {s: v.points_jsonl for s, v in scan.shards.items()} == {0: 4, 1: 6, 2: 0}
-    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=10)) == ()
-    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=11)) == (
+    scan = scan_stream(chunked(data, 1000), "k", "collection", deep=True, counter=EMULATOR)
+    assert {s: v.points for s, v in scan.shards.items()} == {0: 4, 1: 6, 2: 0}
+    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=10), EMULATOR) == ()
+    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=11), EMULATOR) == (
         "holds 10 points (lines of segments/points.jsonl), the set recorded 11",
     )
-    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=None)) == ()
+    assert deep_problems(data, record_of(data, shard_ids=(0, 1, 2), points_count=None), EMULATOR) == ()
 
 
 def test_collection_snapshot_layout_problems_list_what_is_missing():
@@ -148,8 +159,8 @@ def test_shard_snapshot_needs_its_config_replica_state_and_segments():
         "is not a whole Qdrant shard snapshot: it lacks shard_config.json, segments/",
     )
     good = shard_archive(5)
-    assert deep_problems(good, record_of(good, "shard", points_count=5)) == ()
-    assert deep_problems(good, record_of(good, "shard", points_count=4)) == (
+    assert deep_problems(good, record_of(good, "shard", points_count=5), EMULATOR) == ()
+    assert deep_problems(good, record_of(good, "shard", points_count=4), EMULATOR) == (
         "holds 5 points (lines of segments/points.jsonl), the set recorded 4",
     )
 
@@ -157,7 +168,10 @@ def test_shard_snapshot_needs_its_config_replica_state_and_segments():
 def test_member_names_with_dot_slash_are_the_same_names():
     data = tar_bytes([("./shard_config.json", b"{}"), ("./replica_state.json", b"{}"), ("./segments/", None),
                       ("./segments/points.jsonl", b'{"id":1}\n\n{"id":2}')])
-    assert deep_problems(data, record_of(data, "shard", points_count=2)) == ()
+    assert deep_problems(data, record_of(data, "shard", points_count=2), EMULATOR) == ()
+    assert deep_problems(data, record_of(data, "shard", points_count=3), EMULATOR) == (
+        "holds 2 points (lines of segments/points.jsonl), the set recorded 3",
+    )
 
 
 def test_not_a_tar_and_a_climbing_member_are_reported():
@@ -168,7 +182,7 @@ def test_not_a_tar_and_a_climbing_member_are_reported():
     assert deep_problems(data, record_of(data, "shard")) == ("holds a member that escapes its folder ('../evil')",)
 
 
-# ---------------------------------------------------------------- Qdrant's engine (faked: the code path runs in CI)
+# ---------------------------------------------------------------- point counters: Qdrant's engine (faked: the code path runs in CI)
 
 
 def segment_tar(count: int) -> bytes:
@@ -181,7 +195,7 @@ def engine_shard(prefix: str, count: int) -> list:
 
 
 class FakeEngine:
-    """Stands in for qdrant_edge: unpacks the spooled shard tar and sums its nested segments' counts."""
+    """Stands in for the qdrant_edge module: unpacks the spooled shard tar and sums its nested segments' counts."""
 
     class CountRequest:
         def __init__(self, exact: bool = True) -> None:
@@ -219,18 +233,18 @@ def test_real_segments_are_spooled_per_shard_and_counted_by_the_engine():
     FakeEngine.EdgeShard.seen = []
     data = tar_bytes([("version.info", b"0.4.2"), ("config.json", b"{}")] + engine_shard("0/", 7) + engine_shard("1/", 5))
     record = record_of(data, shard_ids=(0, 1), points_count=12)
-    assert deep_problems(data, record, engine=FakeEngine) == ()
+    assert deep_problems(data, record, QdrantEdgeCounter(FakeEngine)) == ()
     assert FakeEngine.EdgeShard.seen == [["replica_state.json", "segments", "segments/0b5e.tar", "shard_config.json"]] * 2
-    assert deep_problems(data, record_of(data, shard_ids=(0, 1), points_count=13), engine=FakeEngine) == (
+    assert deep_problems(data, record_of(data, shard_ids=(0, 1), points_count=13), QdrantEdgeCounter(FakeEngine)) == (
         "holds 12 points (counted by Qdrant's engine), the set recorded 13",
     )
 
 
 def test_without_the_engine_real_segments_are_left_uncounted_and_said_so():
     data = tar_bytes(engine_shard("", 7))
-    scan = scan_stream(chunked(data, 999), "k", "shard", deep=True, engine=None)
+    scan = scan_stream(chunked(data, 999), "k", "shard", deep=True, counter=None)
     assert archive_problems(scan, record_of(data, "shard", points_count=8)) == ()
-    assert verify_module.uncounted(scan)
+    assert uncounted(scan)
     text = render_verify(VerifyReport(deep=True, archives=1, uncounted=1))
     assert "install qdrant-edge-py (pip install 'qbr[deep]')" in text
 
@@ -246,21 +260,66 @@ def test_an_engine_failure_is_a_finding_not_a_crash():
                 raise Panic("segment.json: invalid type\nbacktrace...")
 
     data = tar_bytes(engine_shard("", 7))
-    assert deep_problems(data, record_of(data, "shard", points_count=7), engine=Broken) == (
+    assert deep_problems(data, record_of(data, "shard", points_count=7), QdrantEdgeCounter(Broken)) == (
         "Qdrant's engine could not open its segments (segment.json: invalid type)",
     )
 
 
-def test_the_emulator_store_is_counted_even_when_the_engine_is_installed():
+def test_the_emulator_store_is_counted_even_when_the_engine_is_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "qbr_fake_engine_module", FakeEngine)
+    monkeypatch.setattr(engine_module, "ENGINE_MODULE", "qbr_fake_engine_module")
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    assert isinstance(choose_counter(), QdrantEdgeCounter), "installed, Qdrant's engine counts by default"
+    monkeypatch.setenv(ENGINE_ENV, EMULATOR_COUNTER)
+    counter = choose_counter()
+    assert isinstance(counter, EmulatorPointCounter)
     data = shard_archive(4)
-    assert deep_problems(data, record_of(data, "shard", points_count=5), engine=FakeEngine) == (
+    assert deep_problems(data, record_of(data, "shard", points_count=5), counter) == (
         "holds 4 points (lines of segments/points.jsonl), the set recorded 5",
     )
 
 
+def test_without_a_counter_the_emulator_store_is_left_uncounted_too():
+    data = shard_archive(4)
+    scan = scan_stream(chunked(data, 999), "k", "shard", deep=True, counter=None)
+    assert archive_problems(scan, record_of(data, "shard", points_count=5)) == ()
+    assert uncounted(scan)
+    assert not uncounted(scan_stream(chunked(data, 999), "k", "shard", deep=True, counter=EMULATOR))
+
+
+def test_a_shard_the_counter_cannot_read_is_a_finding_naming_the_counter():
+    data = tar_bytes(engine_shard("", 7))
+    assert deep_problems(data, record_of(data, "shard", points_count=7), EMULATOR) == (
+        "the emulator's point counter could not open its segments (the shard holds no segments/points.jsonl: not an emulator shard)",
+    )
+
+
 def test_load_engine_is_none_when_the_module_is_absent(monkeypatch):
-    monkeypatch.setattr(verify_module, "ENGINE_MODULE", "qbr_no_such_engine_module")
+    monkeypatch.setattr(engine_module, "ENGINE_MODULE", "qbr_no_such_engine_module")
     assert load_engine() is None
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    assert choose_counter() is None
+
+
+@pytest.mark.parametrize(
+    "setting, sentence",
+    [
+        ("tests.verify_engine", "QBR_DEEP_ENGINE=tests.verify_engine is not module:attribute"),
+        ("qbr_no_such_module:Counter", "QBR_DEEP_ENGINE=qbr_no_such_module:Counter cannot be loaded (ModuleNotFoundError"),
+        ("tests.verify_engine:SELECT", "QBR_DEEP_ENGINE=tests.verify_engine:SELECT cannot be loaded (TypeError"),
+        ("tests.verify_engine:Path", "has no count(shard_snapshot, scratch) method"),
+    ],
+)
+def test_a_counter_named_but_not_loadable_is_a_sentence(setting, sentence):
+    with pytest.raises(QbrError) as raised:
+        choose_counter(setting)
+    assert sentence in str(raised.value)
+
+
+def test_naming_qdrants_engine_when_it_is_absent_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(engine_module, "ENGINE_MODULE", "qbr_no_such_engine_module")
+    with pytest.raises(QbrError, match=r"install qdrant-edge-py \(pip install 'qbr\[deep\]'\)"):
+        choose_counter("qbr.verify.engine:QdrantEdgeCounter")
 
 
 # ---------------------------------------------------------------- sets and rendering
@@ -317,7 +376,11 @@ def test_render_lists_sets_restores_and_a_summary_and_sets_the_exit_code():
 
 def test_presigned_urls_never_reach_the_output():
     url = "http://127.0.0.1:5000/bucket/p/snapshots/x?X-Amz-Algorithm=AWS4&X-Amz-Signature=abc123"
-    assert scrub(f"node refused {url} (403)") == "node refused <URL hidden> (403)"
-    assert scrub("http://node:6333/collections/docs failed") == "http://node:6333/collections/docs failed"
+    assert redact(f"node refused {url} (403)") == "node refused http://127.0.0.1:5000/bucket/p/snapshots/x (403)"
+    assert redact("http://node:6333/collections/docs failed") == "http://node:6333/collections/docs failed"
     report = VerifyReport(deep=False, restores=(RestoreCheck("n", "S", "docs", "dr", "t", 1, problem=f"recover from {url}"),))
     assert "X-Amz" not in render_verify(report)
+    found = Finding("main", "n", "S", "docs", "snapshots/docs/x", f"could not be read: GET {url} failed")
+    text = render_verify(VerifyReport(deep=False, sets=(SetCheck("main", "n", "S", 1, (found,)),)))
+    assert "X-Amz" not in text and "abc123" not in text
+    assert "could not be read: GET http://127.0.0.1:5000/bucket/p/snapshots/x failed" in text

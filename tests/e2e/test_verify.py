@@ -14,7 +14,10 @@ import pytest
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest
 from qbr.repository import open_local_repository, open_s3_repository
+from qbr.verify import ENGINE_ENV
+from qbr.verify import engine as engine_module
 from tests.e2e.helpers import add_tar_members, make_collection, qbr, read_sets, tar_bytes, write_manifest
+from tests.verify_engine import SELECT as EMULATOR_COUNTER
 
 T0 = "2026-11-21T08:00:00Z"
 
@@ -79,7 +82,21 @@ def backed_up(folder: Path, cluster, repo_yaml: str, repo, **manifest) -> Backed
 
 
 @pytest.fixture
-def folder_backup(emulator, tmp_path) -> Backed:
+def emulator_points(monkeypatch) -> None:
+    """verify --deep counts the emulator's points with the emulator's counter, as a user names one
+    (Qdrant's engine, installed or not, cannot read the emulator's segments)."""
+    monkeypatch.setenv(ENGINE_ENV, EMULATOR_COUNTER)
+
+
+@pytest.fixture
+def no_point_counter(monkeypatch) -> None:
+    """As where qdrant-edge-py is not installed and QBR_DEEP_ENGINE is unset."""
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    monkeypatch.setattr(engine_module, "ENGINE_MODULE", "qbr_no_such_engine_module")
+
+
+@pytest.fixture
+def folder_backup(emulator, tmp_path, emulator_points) -> Backed:
     """One node: collection archives, docs over 2 shards (60 points) and notes (9 points)."""
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=60, shards=2)
@@ -88,7 +105,7 @@ def folder_backup(emulator, tmp_path) -> Backed:
 
 
 @pytest.fixture
-def s3_backup(emulator, s3_bucket, tmp_path) -> Backed:
+def s3_backup(emulator, s3_bucket, tmp_path, emulator_points) -> Backed:
     """Two nodes: shard archives in moto's S3."""
     cluster = emulator(nodes=2)
     make_collection(cluster.urls[0], "docs", points=50, shards=2)
@@ -178,6 +195,25 @@ def test_deep_catches_a_points_count_the_archive_does_not_hold(folder_backup):
     run = folder_backup.verify("--deep")
     assert run.exit_code == 1, run.output
     assert f"archive {archive['key']}: holds 60 points (lines of segments/points.jsonl), the set recorded 61" in run.stdout
+
+
+def test_without_a_point_counter_deep_says_the_points_were_not_counted(folder_backup, no_point_counter):
+    folder_backup.rewrite_record(lambda r: r["collections"]["docs"]["archives"][0].update(points_count=61))
+    run = folder_backup.verify("--deep")
+    assert run.exit_code == 0, run.output
+    assert "holds 60 points" not in run.stdout
+    assert ("2 archives hold Qdrant segment data whose points were not counted: "
+            "install qdrant-edge-py (pip install 'qbr[deep]') to open them with Qdrant's engine") in run.stdout
+    assert run.stdout.rstrip().endswith("all OK.")
+
+
+def test_a_point_counter_that_cannot_be_loaded_is_a_sentence(folder_backup, monkeypatch):
+    monkeypatch.setenv(ENGINE_ENV, "qbr_no_such_module:Counter")
+    assert folder_backup.verify().exit_code == 0, "only the deep check counts points"
+    run = folder_backup.verify("--deep")
+    assert run.exit_code == 1
+    assert run.stderr.startswith("Error: QBR_DEEP_ENGINE=qbr_no_such_module:Counter cannot be loaded (ModuleNotFoundError")
+    assert "Traceback" not in run.output
 
 
 def test_backup_option_limits_the_check_and_unknown_names_are_a_sentence(emulator, tmp_path):
@@ -298,7 +334,8 @@ def _write_tar(path: Path, members) -> None:
         add_tar_members(tar, members)
 
 
-def test_deep_counts_a_real_shard_with_qdrants_engine(edge_shard_dir, tmp_path):
+def test_deep_counts_a_real_shard_with_qdrants_engine(edge_shard_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(ENGINE_ENV, raising=False)  # installed, Qdrant's engine counts by default
     set_id = "20261121T080000Z"
     repo = open_local_repository(tmp_path / "backups")
     shard_tar, collection_tar = tmp_path / "shard.snapshot", tmp_path / "collection.snapshot"

@@ -1,0 +1,103 @@
+"""The verify run: choose the backups, read their sets and archives, judge, restore-test."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Callable
+
+from qbr.connections import Connections
+from qbr.errors import QbrError
+from qbr.manifest import Manifest
+from qbr.observe import observe_repositories
+from qbr.records import parse_set_key
+from qbr.verify.engine import PointCounter, choose_counter
+from qbr.verify.judge import check_sets, uncounted
+from qbr.verify.report import ArchiveScan, RestoreCheck, SetCheck, VerifyReport
+from qbr.verify.restore_test import restore_test
+from qbr.verify.scan import scan_archive
+
+
+def verify(
+    manifest: Manifest,
+    connections: Connections,
+    *,
+    backup: str | None = None,
+    deep: bool = False,
+    restore_cluster: str | None = None,
+    counter: PointCounter | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> VerifyReport:
+    """Read every set of the chosen backups and every archive they name; optionally restore-test.
+
+    `counter` counts shards' points (deep only); by default the one QBR_DEEP_ENGINE names, or
+    Qdrant's engine when installed (see qbr.verify.engine)."""
+    backups = _chosen(manifest, backup)
+    if restore_cluster is not None and restore_cluster not in manifest.clusters:
+        known = ", ".join(sorted(manifest.clusters)) or "none"
+        raise QbrError(f"cluster {restore_cluster} is not in the manifest (clusters: {known}); name one of them")
+    if deep and counter is None:
+        counter = choose_counter()
+    scoped = replace(manifest, backups={name: manifest.backups[name] for name in backups})
+    repositories = observe_repositories(scoped, connections)
+    checks: list[SetCheck] = []
+    archives = read = not_counted = 0
+    notes: list[str] = []
+    for repo_name, state in sorted(repositories.items()):
+        mine = [b for b in backups if manifest.backups[b].repository == repo_name]
+        sets = [s for s in state.sets if s.backup in mine]
+        broken = []
+        for item in state.broken_sets:
+            parsed = parse_set_key(item.key)
+            if parsed and parsed[0] in mine:
+                broken.append((parsed[0], parsed[1], f"its record {item.key} cannot be used: {item.problem}"))
+        kinds: dict[str, str] = {}
+        for record in sets:
+            for collection in record.collections.values():
+                for archive in collection.archives:
+                    kinds.setdefault(archive.key, archive.kind)
+        repo = connections.repository(repo_name)
+        scans = _scan_all(repo, kinds, deep=deep, counter=counter, parallelism=connections.parallelism)
+        checks += check_sets(repo_name, sets, broken, scans)
+        archives += len(scans)
+        read += sum(s.size for s in scans.values())
+        not_counted += sum(1 for s in scans.values() if uncounted(s))
+        for name in mine:
+            if not state.sets_of(name) and not any(b[0] == name for b in broken):
+                notes.append(f"backup {name} has no sets in repository {repo_name} yet")
+    restores: list[RestoreCheck] = []
+    if restore_cluster is not None:
+        for name in backups:
+            newest = repositories[manifest.backups[name].repository].sets_of(name)
+            if not newest:
+                notes.append(f"backup {name} has no set to restore-test")
+                continue
+            restores += restore_test(manifest, connections, newest[0], restore_cluster, clock=clock)
+    return VerifyReport(
+        deep=deep,
+        sets=tuple(checks),
+        archives=archives,
+        bytes_read=read,
+        uncounted=not_counted,
+        restore_cluster=restore_cluster,
+        restores=tuple(restores),
+        notes=tuple(notes),
+    )
+
+
+def _chosen(manifest: Manifest, backup: str | None) -> list[str]:
+    if backup is None:
+        return sorted(manifest.backups)
+    if backup not in manifest.backups:
+        known = ", ".join(sorted(manifest.backups)) or "none"
+        raise QbrError(f"backup {backup} is not in the manifest (backups: {known}); name one of them with --backup")
+    return [backup]
+
+
+def _scan_all(repo: Any, kinds: dict[str, str], *, deep: bool, counter: PointCounter | None, parallelism: int) -> dict[str, ArchiveScan]:
+    if not kinds:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(kinds))), thread_name_prefix="qbr-verify") as pool:
+        futures = {key: pool.submit(scan_archive, repo, key, kind, deep=deep, counter=counter) for key, kind in kinds.items()}
+        return {key: future.result() for key, future in sorted(futures.items())}
