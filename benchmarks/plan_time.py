@@ -29,6 +29,7 @@ from _common import emulator_process, median, print_ratio, print_table
 
 from qbr.connections import Connections
 from qbr.manifest import Manifest, load_manifest_text
+from qbr.observe import observe
 from qbr.plan import Plan
 from qbr.planner import make_plan
 from qbr.records import (
@@ -49,7 +50,6 @@ from qbr.world import (
     ObservedCollection,
     ObservedNode,
     ObservedRepository,
-    observe,
 )
 
 NOW = datetime(2026, 11, 21, 8, 0, 0, tzinfo=UTC)

@@ -31,7 +31,6 @@ from qbr.world import (
     ObservedRepository,
     PendingObject,
     ShardReplica,
-    version_tuple,  # noqa: F401  (verify imports it from here until it moves to qbr.world)
 )
 
 T = TypeVar("T")

@@ -43,6 +43,11 @@ def set_id_for(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def set_id_time(set_id: str) -> datetime:
+    """The creation time a set id encodes (its '-N' suffix, for ids made in the same second, aside)."""
+    return datetime.strptime(set_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
 def set_key(backup: str, set_id: str) -> str:
     return f"{SETS_PREFIX}{backup}/{set_id}.json"
 

@@ -260,15 +260,7 @@ class StateLock:
         self._start_renewing()
 
     def _read_current(self) -> tuple[LockInfo | None, str | None] | None:
-        repo, key = self.store.repo, self.store.lock_key
-        head = repo.head(key)
-        if head is None:
-            return None
-        try:
-            raw = repo.get_bytes(key)
-        except NotFoundError:
-            return None
-        return LockInfo.from_json(raw), head.etag
+        return read_lock_object(self.store)
 
     def _start_renewing(self) -> None:
         self._stop.clear()
@@ -312,14 +304,21 @@ class StateLock:
         self.release()
 
 
-def read_lock(store: StateStore) -> LockInfo | None:
+def read_lock_object(store: StateStore) -> tuple[LockInfo | None, str | None] | None:
+    """The lock as stored, with its etag (LockInfo None: unreadable), or None when unlocked."""
     head = store.repo.head(store.lock_key)
     if head is None:
         return None
     try:
-        return LockInfo.from_json(store.repo.get_bytes(store.lock_key))
+        raw = store.repo.get_bytes(store.lock_key)
     except NotFoundError:
         return None
+    return LockInfo.from_json(raw), head.etag
+
+
+def read_lock(store: StateStore) -> LockInfo | None:
+    current = read_lock_object(store)
+    return current[0] if current is not None else None
 
 
 def force_unlock(store: StateStore, lock_id: str) -> LockInfo:

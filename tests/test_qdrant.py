@@ -25,13 +25,13 @@ from werkzeug.wrappers import Request as WerkzeugRequest
 from qbr.errors import QbrError, QdrantError
 from qbr.qdrant import (
     NodeRef,
-    QdrantClient,
     SnapshotInfo,
     SnapshotStream,
     TransferInterrupted,
     create_body_from_config,
     rest_urls_from_cluster,
 )
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 URL = "http://q0:6333"
 KEY = "s3cr3t-api-key-0123456789"

@@ -9,7 +9,8 @@ from typing import Iterator
 import pytest
 
 from qbr.errors import QdrantError
-from qbr.qdrant import NodeRef, QdrantClient, TransferInterrupted, create_body_from_config
+from qbr.qdrant import NodeRef, TransferInterrupted, create_body_from_config
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 KEY = "emulator-api-key-0123456789abcdef"
 POINTS = [{"id": i, "vector": [1.0, float(i), 0.5, -1.0], "payload": {"i": i, "tag": f"t{i % 3}"}}

@@ -10,25 +10,21 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
+from qbr.actions import RestoreCollection
+from qbr.apply.restore import restore_collection
+from qbr.apply.scratch import ScratchContext
 from qbr.connections import Connections
 from qbr.errors import QbrError
 from qbr.manifest import Manifest
 from qbr.planner import version_refusal
-from qbr.records import SetRecord, utc_iso
+from qbr.records import SetRecord
 from qbr.verify.report import RestoreCheck
 from qbr.world import version_tuple
 
 TEMP_PREFIX = "qbr_verify_"
-
-
-class _NoStateWrites:
-    """The state store a restore test hands to its Applier: temporary collections leave no provenance."""
-
-    def write(self, state: Any) -> None:
-        return None
 
 
 def restore_test(
@@ -41,13 +37,7 @@ def restore_test(
 ) -> list[RestoreCheck]:
     """Restore every collection of `record` into `qbr_verify_<random>_<collection>` on `cluster`,
     compare exact points counts, and delete each temporary collection whatever happened."""
-    from qbr.apply import Applier
-    from qbr.plan import Action, Plan
-    from qbr.restore import restore_collection
-    from qbr.state import State
-    from qbr.transfer import Progress
-
-    now = clock or (lambda: datetime.now(timezone.utc))
+    context = ScratchContext(connections, clock)
     backup = manifest.backups[record.backup]
     token = secrets.token_hex(4)
     checks: list[RestoreCheck] = []
@@ -66,41 +56,19 @@ def restore_test(
         if seed.collection_exists(temporary):  # never touch a collection this run did not make
             checks.append(replace(check, problem=f"a collection named {temporary} already exists on cluster {cluster}; run verify again"))
             continue
-        action = Action(
-            id=f"verify.{record.backup}.{name}",
-            kind="restore_collection",
-            change="create",
-            group=f"verify {record.backup}",
-            title=f"restore-test {name} of set {record.set_id} into {temporary}",
-            reason="qbr verify --restore-test",
-            target={"cluster": cluster, "collection": temporary},
-            precondition={"target_exists": False},
-            params={
-                "restore": f"{TEMP_PREFIX}test",
-                "backup": record.backup,
-                "repository": backup.repository,
-                "set_id": record.set_id,
-                "source_collection": name,
-                "copied_in": collection.copied_in,
-                "target_cluster": cluster,
-                "target_collection": temporary,
-                "via": via,
-            },
-        )
-        plan = Plan(
-            created=utc_iso(now()),
-            manifest_source=manifest.source,
-            manifest_sha256=manifest.sha256,
-            state_location="none (qbr verify writes no state)",
-            state_lineage=None,
-            state_serial=0,
-            actions=(action,),
-        )
-        applier = Applier(
-            plan, connections, _NoStateWrites(), State(), parallelism=1, clock=now, progress=Progress(enabled=False)  # type: ignore[arg-type]
+        params = RestoreCollection(
+            restore=f"{TEMP_PREFIX}test",
+            backup=record.backup,
+            repository=backup.repository,
+            set_id=record.set_id,
+            source_collection=name,
+            copied_in=collection.copied_in,
+            target_cluster=cluster,
+            target_collection=temporary,
+            via=via,
         )
         try:
-            output = restore_collection(applier, action)
+            output = restore_collection(context, params, f"verify.{record.backup}.{name}")
             points = int(output["journal"]["points"])
             check = replace(check, points=points)
             if points != collection.points_count:

@@ -15,7 +15,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from qbr.cli import cli
-from qbr.qdrant import QdrantClient
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_RETRIES = {"QBR_HTTP_BACKOFF": "0.01", "QBR_HTTP_RETRIES": "3"}

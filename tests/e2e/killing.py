@@ -39,7 +39,6 @@ from typing import Any
 
 from qbr.faultpoints import KILL_ENV, LOG_ENV
 from qbr.planner import DEFAULT_GRACE
-from qbr.qdrant import QdrantClient
 from qbr.records import SetRecord, parse_set_key, parse_utc, utc_iso
 from qbr.repository import Repository, open_local_repository, open_s3_repository
 from qbr.state import State
@@ -54,6 +53,7 @@ from tests.e2e.helpers import (
     write_manifest,
 )
 from tests.emulator.cluster import EmulatorCluster
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 LEASE = "1"  # seconds: a killed apply's lock expires quickly, so the next apply takes it over
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from qbr.qdrant import QdrantClient
 from qbr.repository import open_local_repository, open_s3_repository
 from qbr.state_store import StateLock, StateStore
 from tests.e2e.helpers import make_collection, qbr, qbr_process, read_sets, sha256_of, upsert, write_manifest
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 T0 = "2026-11-21T08:00:00Z"
 

@@ -31,7 +31,6 @@ import botocore.exceptions
 import pytest
 
 from qbr.errors import RepositoryError
-from qbr.qdrant import QdrantClient
 from qbr.repository import open_local_repository, open_s3_repository
 from tests.e2e.helpers import (
     all_points,
@@ -41,6 +40,7 @@ from tests.e2e.helpers import (
     sha256_of,
     write_manifest,
 )
+from tests.qdrant_testing import TestingClient as QdrantClient
 from tests.s3_fixture import s3_client
 
 # ------------------------------------------------------------------------------------------

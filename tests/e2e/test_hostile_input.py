@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from qbr.qdrant import QdrantClient
 from qbr.repository import open_s3_repository
 from tests.e2e.helpers import make_collection, qbr, write_manifest
 from tests.emulator.cluster import EmulatorCluster
+from tests.qdrant_testing import TestingClient as QdrantClient
 from tests.s3_fixture import s3_client
 
 LATER = 25  # hours from now: past the base manifest's rpo of 24h

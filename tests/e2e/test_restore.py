@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from qbr.qdrant import QdrantClient
 from qbr.repository import open_local_repository
 from tests.e2e.helpers import all_points, make_collection, qbr, read_sets, upsert, write_manifest
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 T0 = "2026-11-21T08:00:00Z"
 

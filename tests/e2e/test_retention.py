@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from qbr.qdrant import QdrantClient
 from qbr.repository import open_s3_repository
 from tests.e2e.helpers import all_points, make_collection, qbr, read_sets, sha256_of, upsert, write_manifest
+from tests.qdrant_testing import TestingClient as QdrantClient
 
 T0 = datetime(2026, 11, 21, 0, 0, tzinfo=timezone.utc)
 

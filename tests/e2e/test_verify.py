@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest
 from qbr.repository import open_local_repository, open_s3_repository
 from qbr.verify import ENGINE_ENV
 from qbr.verify import engine as engine_module
 from tests.e2e.helpers import add_tar_members, make_collection, qbr, read_sets, tar_bytes, write_manifest
+from tests.qdrant_testing import TestingClient as QdrantClient
 from tests.verify_engine import SELECT as EMULATOR_COUNTER
 
 T0 = "2026-11-21T08:00:00Z"

@@ -1,0 +1,74 @@
+"""make_plan(manifest, observed, state, now) -> Plan. Pure: no I/O, no clock, no randomness.
+
+Nearly all of qbr's decisions live here: which backups are due, which collections are
+copied and which carried by reference, which sets retention deletes and which archives
+garbage collection sweeps, which restore targets are (re)recovered and from which set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from qbr.errors import PlanError
+from qbr.manifest import Manifest
+from qbr.plan import Action, Plan
+from qbr.planner.backups import describe_config_change, plan_backup
+from qbr.planner.draft import DEFAULT_GRACE, Draft, PlannedSet
+from qbr.planner.garbage import plan_retention
+from qbr.planner.node_cleanup import plan_node_snapshot_cleanup
+from qbr.planner.restores import plan_restore, version_refusal
+from qbr.records import utc_iso
+from qbr.state import State
+from qbr.world import Observed
+
+__all__ = ["DEFAULT_GRACE", "PlannedSet", "describe_config_change", "make_plan", "version_refusal"]
+
+
+def make_plan(
+    manifest: Manifest,
+    observed: Observed,
+    state: State,
+    now: datetime,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+) -> Plan:
+    """Diff the manifest against the observed world and the state; return what apply must do."""
+    draft = Draft()
+    planned: dict[str, PlannedSet] = {}
+    for backup in manifest.backups.values():
+        planned_set = plan_backup(draft, backup, observed, now)
+        if planned_set is not None:
+            planned[backup.name] = planned_set
+    selected_by_restores: dict[tuple[str, str], list[str]] = {}
+    for restore in manifest.restores.values():
+        plan_restore(draft, manifest, restore, observed, state, planned, now, selected_by_restores)
+    for repo_name in sorted({b.repository for b in manifest.backups.values()}):
+        plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
+    plan_node_snapshot_cleanup(draft, observed, state)
+    if len(draft.refusals) == 1:
+        raise PlanError(draft.refusals[0])  # the CLI says "Error: " before a one-line message
+    if draft.refusals:
+        raise PlanError("\n".join(f"Error: {r}" for r in draft.refusals))
+    return Plan(
+        created=utc_iso(now),
+        manifest_source=manifest.source,
+        manifest_sha256=manifest.sha256,
+        state_location=manifest.state.describe(),
+        state_lineage=state.lineage,
+        state_serial=state.serial,
+        actions=tuple(_as_json_data(a) for a in draft.actions),
+        unchanged=tuple(draft.unchanged),
+        kept=tuple(draft.kept),
+        warnings=tuple(draft.warnings),
+    )
+
+
+def _as_json_data(action: Action) -> Action:
+    """Actions hold JSON-native data only (lists, not tuples), so a saved plan reads back equal."""
+    return replace(
+        action,
+        precondition=json.loads(json.dumps(action.precondition)),
+        params=json.loads(json.dumps(action.params)),
+    )

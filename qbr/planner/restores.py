@@ -1,0 +1,272 @@
+"""Restores: which set `at` selects, which targets are (re)recovered and how, and the aliases
+that follow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from qbr.actions import (
+    RestoreCollection,
+    UpdateAliases,
+    as_params,
+)
+from qbr.manifest import BackupConfig, Manifest, RestoreConfig
+from qbr.plan import Action, Note
+from qbr.planner.draft import Draft, PlannedSet
+from qbr.records import parse_set_key, set_id_time, utc_iso
+from qbr.render.sizes import human_bytes
+from qbr.state import State
+from qbr.world import BrokenSet, Observed, ObservedCluster, ObservedRepository, version_tuple
+
+
+def version_refusal(snapshot_version: str, target_version: str) -> str | None:
+    """Why a snapshot made by one Qdrant version must not be restored into another, or None."""
+    made, target = version_tuple(snapshot_version), version_tuple(target_version)
+    if target < made:
+        return f"it runs Qdrant {target_version}, older than the {snapshot_version} that made the snapshot; upgrade it first"
+    if target[0] != made[0] or target[1] - made[1] > 1:
+        return (
+            f"it runs Qdrant {target_version}, more than one minor version newer than the {snapshot_version} "
+            "that made the snapshot (Qdrant restores the same or the next minor only); restore into a matching version first"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _Source:
+    set_id: str
+    created: datetime
+    collections: dict[str, str]  # name -> copied_in
+    aliases: dict[str, tuple[str, ...]]
+    sizes: dict[str, int | None]
+    qdrant_version: str
+    depends_on: tuple[str, ...]
+
+
+def _select_source(
+    restore: RestoreConfig, backup: BackupConfig, repo: ObservedRepository, planned: PlannedSet | None
+) -> _Source | None:
+    candidates: list[_Source] = []
+    if planned is not None:
+        candidates.append(
+            _Source(
+                planned.set_id,
+                planned.created,
+                dict(planned.copied_in),
+                dict(planned.aliases),
+                {},
+                planned.qdrant_version,
+                (planned.commit_action,),
+            )
+        )
+    for record in repo.sets_of(backup.name):
+        candidates.append(
+            _Source(
+                record.set_id,
+                record.created_at,
+                {n: c.copied_in for n, c in record.collections.items()},
+                {n: c.aliases for n, c in record.collections.items()},
+                {n: sum(a.size for a in c.archives) for n, c in record.collections.items()},
+                record.qdrant_version,
+                (),
+            )
+        )
+    for source in candidates:  # newest first
+        if restore.at is None or source.created <= restore.at:
+            return source
+    return None
+
+
+def plan_restore(
+    draft: Draft,
+    manifest: Manifest,
+    restore: RestoreConfig,
+    observed: Observed,
+    state: State,
+    planned: dict[str, PlannedSet],
+    now: datetime,
+    selected_by_restores: dict[tuple[str, str], list[str]],
+) -> None:
+    group = f"restore {restore.name} (backup {restore.from_backup} -> cluster {restore.to})"
+    backup = manifest.backups[restore.from_backup]
+    repo = observed.repositories[backup.repository]
+    target = observed.clusters[restore.to]
+    source = _select_source(restore, backup, repo, planned.get(backup.name))
+    if source is None:
+        at = "latest" if restore.at is None else utc_iso(restore.at)
+        if restore.at is not None and repo.sets_of(backup.name):
+            draft.refusals.append(f"restore {restore.name}: backup {backup.name} has no set at or before {at}")
+        else:
+            draft.unchanged.append(Note(group, "nothing to restore", f"backup {backup.name} has no set yet"))
+        return
+    if not source.depends_on:
+        selected_by_restores.setdefault((backup.repository, backup.name), []).append(source.set_id)
+    unreadable = _unreadable_newer_set(repo, backup.name, source.set_id, restore.at)
+    if unreadable is not None:
+        draft.refusals.append(
+            f"restore {restore.name}: refusing to restore from set {source.set_id}, because a newer set record of "
+            f"backup {backup.name} cannot be read ({unreadable.problem})"
+        )
+        return
+    refusal = version_refusal(source.qdrant_version, target.version)
+    if refusal:
+        draft.refusals.append(
+            f"restore {restore.name}: refusing to restore set {source.set_id} into cluster {restore.to}: {refusal}"
+        )
+        return
+    provenance = state.restores.get(restore.name, {})
+    restore_ids: list[str] = []
+    desired_aliases: dict[str, str] = {}
+    targets_restored: set[str] = set()
+    owned = {restore.target_name(s) for s in source.collections} - {None}
+    existing = set(target.collection_names)
+    claimed: dict[str, str] = {}
+    for source_name in sorted(source.collections):
+        target_name = restore.target_name(source_name)
+        if target_name is None:
+            continue
+        if target_name in claimed:
+            draft.refusals.append(
+                f"restore {restore.name}: collections {claimed[target_name]} and {source_name} would both be restored "
+                f"into {target_name}; give each its own target in the restore's collections"
+            )
+            continue
+        claimed[target_name] = source_name
+        for other in manifest.backups.values():
+            if other.cluster == restore.to and other.selects(target_name):
+                draft.refusals.append(
+                    f"restore {restore.name}: refusing to restore into collection {target_name} on cluster "
+                    f"{restore.to}, because backup {other.name} backs it up; map it to another name in the "
+                    "restore's collections"
+                )
+                break
+        else:
+            for alias in source.aliases.get(source_name, ()):
+                desired_aliases[alias] = target_name
+            copied_in = source.collections[source_name]
+            exists = target_name in existing
+            known = provenance.get(target_name)
+            interrupted = bool(known and known.get("incomplete"))  # a restore into it did not finish
+            title = (
+                f"collection {target_name} on cluster {restore.to} from set {source.set_id} "
+                f"collection {source_name} ({human_bytes(source.sizes.get(source_name))})"
+            )
+            if exists and known and not interrupted and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
+                draft.unchanged.append(
+                    Note(group, f"collection {target_name}", f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {source.set_id} holds the same data")
+                )
+                continue
+            if exists and restore.if_exists == "skip" and not interrupted:
+                draft.unchanged.append(
+                    Note(group, f"collection {target_name}", "it exists and if_exists is skip")
+                )
+                continue
+            if exists and restore.if_exists == "fail" and not interrupted:
+                draft.refusals.append(
+                    f"restore {restore.name}: collection {target_name} already exists on cluster {restore.to} "
+                    "and if_exists is fail; delete it, or set if_exists to skip or replace"
+                )
+                continue
+            if not exists:
+                reason = "it does not exist on the target cluster"
+            elif interrupted:
+                reason = f"a restore into it from set {known.get('set_id')} did not finish; it may be incomplete"
+            elif known:
+                reason = f"it holds set {known.get('set_id')}'s data, and the restore now selects set {source.set_id}"
+            else:
+                reason = "it exists but was not restored by qbr, and if_exists is replace"
+            via = restore.via
+            if via == "auto":
+                via = "url" if repo.can_presign else "upload"
+            action_id = f"restore.{restore.name}.{target_name}"
+            draft.actions.append(
+                Action(
+                    id=action_id,
+                    kind="restore_collection",
+                    change="replace" if exists else "create",
+                    group=group,
+                    title=title,
+                    reason=reason,
+                    depends_on=source.depends_on,
+                    precondition={"target_exists": exists},
+                    params=as_params(RestoreCollection(
+                        restore=restore.name,
+                        backup=backup.name,
+                        repository=backup.repository,
+                        set_id=source.set_id,
+                        source_collection=source_name,
+                        copied_in=copied_in,
+                        target_cluster=restore.to,
+                        target_collection=target_name,
+                        via=via,
+                    )),
+                )
+            )
+            restore_ids.append(action_id)
+            targets_restored.add(target_name)
+    if not claimed:
+        draft.warnings.append(
+            f"restore {restore.name}: no collection of set {source.set_id} matches its collections "
+            f"{dict(restore.collections)}; nothing is restored"
+        )
+    if restore.aliases:
+        _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
+
+
+def _unreadable_newer_set(repo: ObservedRepository, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:
+    """A set record of `backup` that cannot be read and would have been chosen over `set_id`: a
+    restore must not roll its target back to older data because the newest record is damaged."""
+    for broken in repo.broken_sets:
+        parsed = parse_set_key(broken.key)
+        if parsed is None or parsed[0] != backup or parsed[1] <= set_id:
+            continue
+        if at is None or set_id_time(parsed[1]) <= at:
+            return broken
+    return None
+
+
+def _plan_aliases(
+    draft: Draft,
+    group: str,
+    restore: RestoreConfig,
+    target: ObservedCluster,
+    existing: set[str],
+    desired: dict[str, str],
+    owned: set[str | None],
+    restored_now: set[str],
+    restore_ids: list[str],
+) -> None:
+    """Point the set's aliases at the restored collections, in one atomic alias update,
+    without touching aliases that point at collections this restore does not own."""
+    changes: dict[str, str] = {}
+    for alias, collection in sorted(desired.items()):
+        current = target.aliases.get(alias)
+        if current == collection and collection not in restored_now:
+            continue
+        if current is not None and current != collection and current not in owned:
+            draft.unchanged.append(
+                Note(group, f"alias {alias}", f"it points at collection {current}, which this restore does not own")
+            )
+            continue
+        if alias in existing:
+            draft.unchanged.append(Note(group, f"alias {alias}", "a collection of that name exists on the target"))
+            continue
+        changes[alias] = collection
+    if not changes:
+        return
+    draft.actions.append(
+        Action(
+            id=f"restore.{restore.name}.aliases",
+            kind="update_aliases",
+            change="update",
+            group=group,
+            title="aliases " + ", ".join(f"{a} -> {c}" for a, c in changes.items()) + f" on cluster {restore.to}",
+            reason="collection snapshots do not hold aliases; the set recorded them",
+            depends_on=tuple(restore_ids),
+            params=as_params(UpdateAliases(
+                cluster=restore.to,
+                actions=[{"create_alias": {"collection_name": c, "alias_name": a}} for a, c in changes.items()],
+            )),
+        )
+    )
