@@ -119,6 +119,8 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("yaml-bomb", _bomb(), "anchors (&a) are not allowed"),
     ("alias", b"version: 1\nclusters: *x\n", "aliases (*x) are not allowed"),
     ("deep-nesting", b"x: " + b"[" * 100_000, "hostile.yaml:1:"),  # stopped by qbr or by libyaml: a position either way
+    ("glob-syntax-in-a-restore-target", GOOD.encode() + b'restores:\n  back: {from: nightly, to: dr, collections: {"a": "x", "b*": "[c]*"}}\n',
+     "it may not hold ? or [...]"),
     ("deep-block-nesting", b"".join(b" " * i + b"k:\n" for i in range(500)), "nested more than"),
     ("huge-int", _backup("cluster: prod\nrepository: main\nretention: {keep_last: " + "9" * 6000 + "}"), "too large"),
     ("big-int", _backup("cluster: prod\nrepository: main\nretention: {keep_last: 123456789012345678901234567890}"), "must be at most 100000"),

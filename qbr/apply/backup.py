@@ -110,11 +110,7 @@ def _snapshot_and_store(ctx: ActionContext, p: CopyArchive, client: Any) -> tupl
             if attempt == COPY_ATTEMPTS or not _worth_retrying(error):
                 raise
     faultpoints.reached("snapshot.stored")
-    try:
-        client.delete_snapshot(p.collection, snapshot.name, shard_id=p.shard_id)
-    except QdrantError as error:
-        if error.status != 404:
-            raise
+    client.delete_snapshot(p.collection, snapshot.name, shard_id=p.shard_id, missing_ok=True)
     faultpoints.reached("snapshot.deleted")
     ctx.forget_node_snapshot(entry)
     return digest, key

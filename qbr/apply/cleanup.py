@@ -10,7 +10,7 @@ from typing import Any
 from qbr import faultpoints
 from qbr.actions import AbortUpload, DeleteArchive, DeleteNodeSnapshot, DeleteSet
 from qbr.apply.context import ActionContext
-from qbr.errors import NotFoundError, PreconditionError, QdrantError
+from qbr.errors import NotFoundError, PreconditionError
 from qbr.records import SETS_PREFIX, SetRecord, parse_set_key, parse_utc, set_key
 from qbr.repository.base import PendingUpload
 
@@ -72,11 +72,7 @@ def delete_node_snapshot(ctx: ActionContext, p: DeleteNodeSnapshot, action_id: s
     if p.name:  # None: only the record is left, the snapshot is gone (or was never made)
         client = ctx.connections.client(p.cluster, p.node)
         with ctx.snapshot_lock(p.node, p.collection, p.shard_id):
-            try:
-                client.delete_snapshot(p.collection, p.name, shard_id=p.shard_id)
-            except QdrantError as error:
-                if error.status != 404:
-                    raise
+            client.delete_snapshot(p.collection, p.name, shard_id=p.shard_id, missing_ok=True)
     faultpoints.reached("node_snapshot.deleted")
     ctx.forget_node_snapshot(p.record)
     return {}

@@ -199,11 +199,7 @@ def _recover(
     )
     faultpoints.reached("restore.recovered")
     # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.
-    try:
-        client.delete_snapshot(collection, filename, shard_id=shard_id)
-    except QdrantError as error:
-        if error.status != 404:
-            raise
+    client.delete_snapshot(collection, filename, shard_id=shard_id, missing_ok=True)
 
 
 @contextmanager

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from qbr.durations import parse_duration
 from qbr.manifest.collection_map import OntoItself, has_glob, restore_collisions, shadowing_entry, split_star
 from qbr.manifest.problems import PathKey, Problems, Tree, dotted_path, quote
+from qbr.records import parse_utc
 
 _S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
 
@@ -190,12 +191,9 @@ def parse_s3_url(text: str) -> tuple[str, str] | None:
 
 def parse_at(text: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(text.strip())
+        return parse_utc(text.strip())
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _has_control(text: str) -> bool:
@@ -226,6 +224,9 @@ def _check_restore_map(name: str, restore: dict[str, Any], backup: dict[str, Any
     for index, (left, right) in enumerate(entries):
         if right.count("*") > 1:
             report(at(left), f"the target {quote(right)} may hold one '*' at most")
+            continue
+        if "?" in right or "[" in right:
+            report(at(left), f"the target {quote(right)} is a name, or a name with one '*'; it may not hold ? or [...]")
             continue
         if "*" in right and right != "*" and split_star(left) is None:
             report(

@@ -1,12 +1,4 @@
-"""Qdrant's REST API as qbr needs it: metadata, collections, aliases, points and snapshots.
-
-One `QdrantClient` talks to one node. Everything that can go wrong comes back as a
-`QdrantError` whose message is one sentence naming the node (without credentials), what
-failed and what to do. Transient failures (connection errors, read timeouts, 429, 502,
-503, 504) are retried with exponential backoff and jitter. Snapshot archives move as
-streams in both directions, so memory stays flat whatever their size. Secrets (the API
-key, `api_key` body fields, recovery locations that may be presigned URLs) never reach a
-message."""
+"""The calls qbr makes to one Qdrant node, on top of the transport (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -137,12 +129,19 @@ class QdrantClient(Transport):
         path = f"{self._snapshots_path(collection, shard_id)}/{path_segment(name)}"
         return self._download(path, f"download snapshot `{name}` of {self._subject(collection, shard_id)}", chunk_size)
 
-    def delete_snapshot(self, collection: str, name: str, *, shard_id: int | None = None, wait: bool = True) -> None:
+    def delete_snapshot(
+        self, collection: str, name: str, *, shard_id: int | None = None, wait: bool = True, missing_ok: bool = False
+    ) -> None:
+        """Delete a snapshot; with missing_ok, one already gone (404) is not an error."""
         path = f"{self._snapshots_path(collection, shard_id)}/{path_segment(name)}"
-        self._call(
-            "DELETE", path, what=f"delete snapshot `{name}` of {self._subject(collection, shard_id)}",
-            params={"wait": query_flag(wait)},
-        )
+        try:
+            self._call(
+                "DELETE", path, what=f"delete snapshot `{name}` of {self._subject(collection, shard_id)}",
+                params={"wait": query_flag(wait)},
+            )
+        except QdrantError as error:
+            if not (missing_ok and error.status == 404):
+                raise
 
     def upload_snapshot(
         self,
