@@ -17,10 +17,10 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from tests.emulator.errors import bad_input
-from tests.emulator.state import ArchiveData
+from tests.emulator.state import ArchiveData, ShardView
 
 COLLECTION_CRATE_VERSION = "0.4.2"
 BLOCK = 1 << 20
@@ -35,40 +35,57 @@ def _points_jsonl(points: list[dict]) -> bytes:
     return b"".join(json.dumps(p, separators=(",", ":")).encode() + b"\n" for p in points)
 
 
-def _replica_state(shard_id: int, replicas: list[int], peer_ids: dict[int, int], node_index: int) -> dict:
+def _replica_state(shard_id: int, replicas: list[int], peer_ids: dict[int, int], node_index: int,
+                   states: dict[int, str] | None = None) -> dict:
     return {
         "is_local": node_index in replicas,
         "this_peer_id": peer_ids[node_index],
-        "peers": {str(peer_ids[n]): "Active" for n in replicas},
+        "peers": {str(peer_ids[n]): (states or {}).get(n, "Active") for n in replicas},
         "shard_id": shard_id,
     }
 
 
 def shard_members(prefix: str, shard_id: int, replicas: list[int], peer_ids: dict[int, int], node_index: int,
-                  points: list[dict] | None) -> list[tuple[str, bytes | None]]:
-    """Tar members for one shard; `None` content means a directory."""
+                  points: list[dict] | None, *, states: dict[int, str] | None = None,
+                  indexes: dict | None = None) -> list[tuple[str, bytes | None]]:
+    """Tar members for one shard; `None` content means a directory.
+
+    `indexes` are the payload indexes the shard's segments carry (Qdrant keeps them inside each
+    segment, so shard snapshots take them along): `segments/payload_index.json`, only when any.
+    """
     members: list[tuple[str, bytes | None]] = []
     if prefix:
         members.append((prefix.rstrip("/"), None))
-    members.append((f"{prefix}replica_state.json", _json_bytes(_replica_state(shard_id, replicas, peer_ids, node_index))))
+    members.append((f"{prefix}replica_state.json",
+                    _json_bytes(_replica_state(shard_id, replicas, peer_ids, node_index, states))))
     members.append((f"{prefix}shard_config.json", _json_bytes({"type": "ReplicaSet"})))
     if points is not None:
         members.append((f"{prefix}newest_clocks.json", _json_bytes({"clocks": []})))
         members.append((f"{prefix}segments", None))
         members.append((f"{prefix}segments/points.jsonl", _points_jsonl(points)))
+        if indexes:
+            members.append((f"{prefix}segments/payload_index.json", _json_bytes({"indexed_fields": indexes})))
     return members
 
 
-def collection_members(config: dict, payload_schema: dict, shards: dict[int, tuple[list[int], list[dict]]],
-                       peer_ids: dict[int, int], node_index: int) -> list[tuple[str, bytes | None]]:
+def collection_members(config: dict, payload_schema: dict, shards: dict[int, ShardView | tuple[list[int], list[dict]]],
+                       peer_ids: dict[int, int], node_index: int, *,
+                       shard_key_mapping: list[tuple[Any, list[int]]] | None = None) -> list[tuple[str, bytes | None]]:
+    """A collection snapshot made on `node_index`: data only for the shards it holds a replica of;
+    `shard_key_mapping.json` (`[{"key", "shard_ids"}]`, shard_mapping.rs) for custom sharding."""
     members: list[tuple[str, bytes | None]] = [
         ("version.info", COLLECTION_CRATE_VERSION.encode()),
         ("config.json", _json_bytes(config)),
-        ("payload_index.json", _json_bytes({"schema": payload_schema})),
     ]
-    for shard_id, (replicas, points) in shards.items():
-        local = node_index in replicas
-        members += shard_members(f"{shard_id}/", shard_id, replicas, peer_ids, node_index, points if local else None)
+    if shard_key_mapping is not None:
+        members.append(("shard_key_mapping.json",
+                        _json_bytes([{"key": key, "shard_ids": sorted(ids)} for key, ids in shard_key_mapping])))
+    members.append(("payload_index.json", _json_bytes({"schema": payload_schema})))
+    for shard_id, shard in shards.items():
+        view = shard if isinstance(shard, ShardView) else ShardView(shard[0], shard[1])
+        local = node_index in view.replicas
+        members += shard_members(f"{shard_id}/", shard_id, view.replicas, peer_ids, node_index,
+                                 view.points if local else None, states=view.states, indexes=view.indexes)
     return members
 
 
@@ -89,13 +106,25 @@ def write_archive(path: Path, members: list[tuple[str, bytes | None]], extra_fil
             tar.add(str(file_path), arcname=name, recursive=False)
 
 
+def _key_mapping(raw: Any) -> list[tuple[Any, list[int]]]:
+    """shard_key_mapping.json: `[{"key", "shard_ids"}]`, or the older `{key: [ids]}` form."""
+    if isinstance(raw, dict):
+        return [(key, sorted(int(i) for i in ids)) for key, ids in raw.items()]
+    return [(pair["key"], sorted(int(i) for i in pair["shard_ids"])) for pair in raw or []]
+
+
 def read_archive(path: Path) -> ArchiveData:
-    """Parse a snapshot archive from disk, reading only the small members into memory."""
+    """Parse a snapshot archive from disk, reading only the small members into memory.
+
+    A shard snapshot's data comes back under shard id -1 (the caller knows the real id).
+    """
     try:
         with tarfile.open(path, "r:") as tar:
             config = None
             payload_schema: dict = {}
+            mapping = None
             shard_points: dict[int, list[dict] | None] = {}
+            indexes: dict[int, dict] = {}
             root_points: list[dict] | None = None
             has_root_segments = False
             for member in tar:
@@ -105,23 +134,32 @@ def read_archive(path: Path) -> ArchiveData:
                     config = json.load(tar.extractfile(member))
                 elif name == "payload_index.json":
                     payload_schema = (json.load(tar.extractfile(member)) or {}).get("schema") or {}
+                elif name == "shard_key_mapping.json":
+                    mapping = _key_mapping(json.load(tar.extractfile(member)))
                 elif parts[0] == "segments":
                     has_root_segments = True
-                    if parts[-1] == "points.jsonl" and len(parts) == 2:
+                    if parts[1:] == ["points.jsonl"]:
                         root_points = [json.loads(line) for line in tar.extractfile(member) if line.strip()]
+                    elif parts[1:] == ["payload_index.json"]:
+                        indexes[-1] = json.load(tar.extractfile(member)).get("indexed_fields") or {}
                 elif parts[0].isdigit():
                     shard_id = int(parts[0])
                     shard_points.setdefault(shard_id, None)
                     if parts[1:] == ["segments", "points.jsonl"]:
                         shard_points[shard_id] = [json.loads(line) for line in tar.extractfile(member) if line.strip()]
+                    elif parts[1:] == ["segments", "payload_index.json"]:
+                        indexes[shard_id] = json.load(tar.extractfile(member)).get("indexed_fields") or {}
+                        if shard_points[shard_id] is None:
+                            shard_points[shard_id] = []
                     elif len(parts) >= 2 and parts[1] == "segments" and shard_points[shard_id] is None:
                         shard_points[shard_id] = []
-    except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as err:
+    except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, EOFError, KeyError, TypeError,
+            ValueError) as err:
         raise bad_input(f"Snapshot archive is not a valid Qdrant snapshot: {err}") from None
     if config is not None:
-        return ArchiveData("collection", config, payload_schema, shard_points)
+        return ArchiveData("collection", config, payload_schema, shard_points, mapping, indexes)
     if has_root_segments:
-        return ArchiveData("shard", None, {}, {-1: root_points or []})
+        return ArchiveData("shard", None, {}, {-1: root_points or []}, None, indexes)
     raise bad_input("Snapshot archive is not a valid Qdrant snapshot: it holds neither config.json nor segments/")
 
 

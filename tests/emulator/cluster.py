@@ -9,10 +9,14 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from tests.emulator.accounting import Traffic, TrafficLog
+from tests.emulator.activity import Activity
 from tests.emulator.faults import Faults
 from tests.emulator.server import NodeHTTPServer, serve_in_thread
 from tests.emulator.snapshots import SnapshotStore
@@ -22,7 +26,12 @@ P2P_PORT = 6335
 
 
 class EmulatorNode:
-    """One Qdrant peer: its address, peer id, snapshot storage, faults and request log."""
+    """One Qdrant peer: its address, peer id, snapshot storage, faults, request log and activity.
+
+    Test knobs: `snapshot_latency` (seconds between the point-in-time view and the finished
+    snapshot), `recover_latency` (seconds a recover keeps the node's replicas recovering; a list
+    gives one value per recover), `during_snapshot(cb)`, `during_recover(cb)`.
+    """
 
     def __init__(self, cluster: EmulatorCluster, index: int, peer_id: int, data_dir: Path):
         self.cluster = cluster
@@ -33,6 +42,10 @@ class EmulatorNode:
         self.state: ClusterState = None  # type: ignore[assignment]  # set by the cluster
         self.faults = Faults()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.traffic = TrafficLog()  # the same requests with route, status and body bytes
+        self.activity = Activity()
+        self.telemetry_id = str(uuid.uuid4())
+        self._recovery_locks: dict[tuple[str, int], threading.Lock] = {}
         self.errors: list[str] = []  # tracebacks of emulator bugs and of failed background work
         self.snapshots_dir = data_dir / "snapshots"
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
@@ -89,9 +102,62 @@ class EmulatorNode:
             else:
                 self._connections.discard(conn)
 
-    def record_request(self, method: str, path: str, query: dict[str, str]) -> None:
+    def record_request(self, method: str, path: str, query: dict[str, str], traffic: Traffic | None = None) -> Traffic:
+        traffic = traffic or Traffic(method, path, dict(query))
         with self._lock:
             self.requests.append((method, path, dict(query)))
+        return self.traffic.add(traffic)
+
+    def shard_recovery_lock(self, collection: str, shard_id: int) -> threading.Lock:
+        with self._lock:
+            return self._recovery_locks.setdefault((collection, shard_id), threading.Lock())
+
+    # -- test knobs -------------------------------------------------------------------------
+    @property
+    def snapshot_latency(self) -> float:
+        return self.activity.snapshot_latency
+
+    @snapshot_latency.setter
+    def snapshot_latency(self, seconds: float) -> None:
+        self.activity.snapshot_latency = float(seconds)
+
+    @property
+    def recover_latency(self) -> float | list[float]:
+        return self.activity.recover_latency
+
+    @recover_latency.setter
+    def recover_latency(self, seconds: float | list[float]) -> None:
+        self.activity.recover_latency = list(seconds) if isinstance(seconds, (list, tuple)) else float(seconds)
+
+    def during_snapshot(self, callback: Callable[..., Any], times: int | None = 1) -> None:
+        """Call `callback(node, collection, shard_id)` once the next snapshot made here has taken its
+        point-in-time view and before it is written and answered (shard_id None: collection snapshot)."""
+        self.activity.during_snapshot.add(callback, times)
+
+    def during_recover(self, callback: Callable[..., Any], times: int | None = 1) -> None:
+        """Call `callback(node, collection, shard_id)` while the next recover here runs: replicas are
+        recovering and the old data is still in place (shard_id None: collection recover)."""
+        self.activity.during_recover.add(callback, times)
+
+    # -- request accounting -----------------------------------------------------------------
+    def count_requests(self, method: str | None = None, route: str | None = None, path: str | None = None) -> int:
+        """Requests matching a method, an exact route template (accounting.ROUTE_*) and a path regex."""
+        return self.traffic.count(method, route, path)
+
+    def route_counts(self) -> Counter:
+        """{(method, route template): requests} since the start (or reset_traffic)."""
+        return self.traffic.by_route()
+
+    def download_bytes(self, **filters) -> int:
+        """Snapshot body bytes this node served with status 200 (collection, shard, stream, full)."""
+        return self.traffic.downloaded(**filters)
+
+    def upload_bytes(self, **filters) -> int:
+        """Request body bytes this node received on snapshot uploads."""
+        return self.traffic.uploaded(**filters)
+
+    def reset_traffic(self) -> None:
+        self.traffic.clear()
 
     def run_background(self, work: Callable[[], Any]) -> None:
         """Run accepted (wait=false) work; failures are only recorded, as Qdrant only logs them."""
@@ -118,17 +184,24 @@ class EmulatorCluster:
     """A Qdrant cluster of `nodes` emulator nodes (a context manager).
 
     distributed (default: nodes > 1) shares one consensus state among the nodes, with shards
-    placed on them; otherwise each node is an independent single-node Qdrant.
+    placed on them; otherwise each node is an independent single-node Qdrant (standalone mode,
+    where shard keys cannot be created: 405, as in Qdrant).
+
+    recover_recreates_shard_keys: a collection recover that creates a custom-sharded collection
+    also recreates its shard keys (the proposed fix of qdrant/qdrant#10135). Off by default, as
+    in Qdrant 1.19.0: the collection comes back without shard keys and without points.
     """
 
     def __init__(self, nodes: int = 3, api_key: str | None = None, read_only_api_key: str | None = None,
                  version: str = "1.19.0", port: int = 0, data_dir: str | Path | None = None,
-                 distributed: bool | None = None):
+                 distributed: bool | None = None, recover_recreates_shard_keys: bool = False):
         if nodes < 1 or nodes > 250:
             raise ValueError("nodes must be between 1 and 250")
         self.api_key = api_key
         self.read_only_api_key = read_only_api_key
         self.version = version
+        self.recover_recreates_shard_keys = recover_recreates_shard_keys
+        self.started_at = time.time()
         self.port = port
         self.distributed = nodes > 1 if distributed is None else distributed
         self._own_data_dir = data_dir is None
@@ -193,11 +266,48 @@ class EmulatorCluster:
         return f"http://{self.nodes[index].host}:{P2P_PORT}/"
 
     def points(self, collection: str, node: int = 0) -> dict[Any, dict]:
-        """Every point of the collection across all shards: {id: {"vector": ..., "payload": ...}}."""
+        """Every point of the collection as `node` reads it: {id: {"vector": ..., "payload": ...}}."""
         state = self.nodes[node].state
         found = state.resolve(collection)
         with state.lock:
-            return {pid: copy.deepcopy(data) for shard in found.shards.values() for pid, data in shard.points.items()}
+            return {pid: copy.deepcopy(data) for shard in found.shards.values()
+                    for pid, data in shard.read_points(node).items()}
+
+    def shard_points(self, collection: str, shard_id: int, node: int | None = None) -> dict[Any, dict]:
+        """What one shard holds: the replica on `node`, or (None) the data of the in-sync replicas."""
+        state = self.nodes[node or 0].state
+        shard = state.resolve(collection).shards[shard_id]
+        with state.lock:
+            return copy.deepcopy(shard.points if node is None else shard.points_on(node))
+
+    def set_replica_state(self, collection: str, shard_id: int, node: int, state: str,
+                          points: dict | list | None = None) -> None:
+        """Set the replica of `shard_id` on node index `node` to a ReplicaState, as consensus would.
+
+        Dead, Recovery, PartialSnapshot, ManualRecovery take no updates: the replica keeps the data
+        it has now (stale later). Active re-syncs it. `points` ({id: {"vector", "payload"}} or a
+        list of point dicts) gives the replica data of its own, e.g. a partial copy."""
+        self.nodes[node].state.set_replica_state(collection, shard_id, node, state, points)
+
+    def replica_states(self, collection: str) -> dict[int, dict[int, str]]:
+        """{shard_id: {node index: state}} as consensus sees it."""
+        state = self.nodes[0].state
+        found = state.resolve(collection)
+        with state.lock:
+            return {sid: {n: s.state_of(n) for n in s.replicas} for sid, s in sorted(found.shards.items())}
+
+    def shard_keys(self, collection: str) -> dict[Any, list[int]]:
+        """{shard key: [shard ids]} of a custom-sharded collection."""
+        state = self.nodes[0].state
+        with state.lock:
+            return dict(state.resolve(collection).key_mapping())
+
+    def payload_indexes(self, collection: str, node: int = 0) -> dict[str, Any]:
+        """The payload indexes consensus knows ({field: schema}), what payload_index.json carries;
+        GET /collections shows what the shards' segments index instead, which can differ."""
+        state = self.nodes[node].state
+        with state.lock:
+            return copy.deepcopy(state.resolve(collection).payload_schema)
 
     def collection_names(self, node: int = 0) -> list[str]:
         state = self.nodes[node].state
@@ -215,3 +325,28 @@ class EmulatorCluster:
         """Wait for accepted (wait=false) work on every node."""
         for node in self.nodes:
             node.wait_background(timeout)
+
+    # -- hooks and accounting over every node ----------------------------------------------
+    def during_snapshot(self, callback: Callable[..., Any], times: int | None = 1) -> None:
+        """`EmulatorNode.during_snapshot` on every node (`times` counts per node)."""
+        for node in self.nodes:
+            node.during_snapshot(callback, times)
+
+    def during_recover(self, callback: Callable[..., Any], times: int | None = 1) -> None:
+        for node in self.nodes:
+            node.during_recover(callback, times)
+
+    def count_requests(self, method: str | None = None, route: str | None = None, path: str | None = None) -> int:
+        return sum(node.count_requests(method, route, path) for node in self.nodes)
+
+    def route_counts(self) -> Counter:
+        total: Counter = Counter()
+        for node in self.nodes:
+            total.update(node.route_counts())
+        return total
+
+    def download_bytes(self, **filters) -> int:
+        return sum(node.download_bytes(**filters) for node in self.nodes)
+
+    def upload_bytes(self, **filters) -> int:
+        return sum(node.upload_bytes(**filters) for node in self.nodes)

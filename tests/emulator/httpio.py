@@ -219,3 +219,23 @@ def save_multipart_file(body: BodyReader, boundary: bytes, field_name: str, targ
         if digest is not None:
             saved = SavedUpload(filename, size, digest.hexdigest())
     return saved
+
+
+class CountingReader:
+    """Counts the body bytes read through it (request accounting)."""
+
+    def __init__(self, inner: BodyReader, on_read=None):
+        self.inner = inner
+        self.count = 0
+        self.on_read = on_read
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self.inner.read(n)
+        self.count += len(data)
+        if self.on_read is not None:
+            self.on_read(len(data))
+        return data
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished

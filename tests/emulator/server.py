@@ -1,5 +1,6 @@
 """The HTTP side of a node: a threaded server with its own accept loop (so it stops at once),
-request bodies, fault injection, and responses with Content-Length or chunked framing."""
+request bodies, fault injection (before or after the work), request accounting, and responses
+with Content-Length or chunked framing."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.emulator import api
+from tests.emulator.accounting import Traffic
 from tests.emulator.errors import ApiError
 from tests.emulator.faults import Fault
-from tests.emulator.httpio import drain, open_body
+from tests.emulator.httpio import CountingReader, drain, open_body
 
 if TYPE_CHECKING:
     from tests.emulator.cluster import EmulatorNode
@@ -41,6 +43,7 @@ class NodeHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, node: EmulatorNode, address: tuple[str, int]):
         self.node = node
+        self.halted = threading.Event()  # set when the node goes down: ends held ("hang") answers
         super().__init__(address, Handler)
 
     def accept_loop(self) -> None:
@@ -56,6 +59,7 @@ class NodeHTTPServer(ThreadingHTTPServer):
 
     def halt(self) -> None:
         """Stop listening now: connecting afterwards is refused."""
+        self.halted.set()
         try:
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -103,14 +107,20 @@ class Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path = split.path or "/"
         query = dict(parse_qsl(split.query, keep_blank_values=True))
-        node.record_request(self.command, path, query)
+        matched, _ = api.match(self.command, path)
+        record = node.record_request(self.command, path, query, Traffic(
+            self.command, path, dict(query), matched.template if matched else None, matched.kind if matched else None))
         try:
-            body = open_body(self.rfile, self.headers)
+            body = CountingReader(open_body(self.rfile, self.headers))
         except ApiError as err:
             self.close_connection = True
-            self.send(api.error_response(err, started), None)
+            self.send(api.error_response(err, started), None, record)
             return
         fault = node.faults.take(self.command, path)
+        if fault is not None:
+            record.fault = (f"after_work:{fault.after_work}" if fault.after_work else "reset" if fault.reset
+                            else "status" if fault.status is not None else "latency" if fault.latency
+                            else "cut" if fault.cut_after is not None else "corrupt" if fault.corrupt else "none")
         try:
             if fault is not None and fault.latency:
                 time.sleep(fault.latency)
@@ -129,12 +139,22 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as err:  # a bug in the emulator: answer 500 and keep it for the tests
             node.errors.append(traceback.format_exc())
             response = api.error_response(ApiError(500, f"Service internal error: {err}"), started)
+        finally:
+            record.received = body.count
         try:
             if not body.finished and not drain(body, DRAIN_LIMIT):
                 self.close_connection = True
         except (ConnectionError, ApiError):
             self.close_connection = True
-        self.send(response, fault)
+        record.received = body.count
+        if fault is not None and fault.after_work == "reset":
+            response.close()
+            self.reset()
+            record.done = True
+            return
+        if fault is not None and fault.after_work == "hang":
+            self.server.halted.wait(fault.hold)
+        self.send(response, fault, record)
 
     def fault_response(self, fault: Fault, started: float) -> api.Response:
         headers = {}
@@ -165,9 +185,11 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def send(self, response: api.Response, fault: Fault | None) -> None:
+    def send(self, response: api.Response, fault: Fault | None, record: Traffic | None = None) -> None:
         chunked = response.length is None
         self.send_response(response.status)
+        if record is not None:
+            record.status = response.status
         if response.content_type:
             self.send_header("Content-Type", response.content_type)
         for key, value in response.headers.items():
@@ -180,8 +202,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command == "HEAD":
+            response.close()
             return
         cut_after = fault.cut_after if fault is not None else None
+        if fault is not None and fault.after_work == "cut":
+            cut_after = 0
         corrupt_at = None
         if fault is not None and fault.corrupt:
             corrupt_at = (response.length // 2) if response.length else 0
@@ -197,16 +222,25 @@ class Handler(BaseHTTPRequestHandler):
                     chunk = bytes(mutable)
                 if cut_after is not None and sent + len(chunk) > cut_after:
                     self.write(chunk[: max(0, cut_after - sent)], chunked)
+                    if record is not None:
+                        record.sent = max(0, cut_after)
                     self.cut()
                     return
                 self.write(chunk, chunked)
                 sent += len(chunk)
+                if record is not None:
+                    record.sent = sent
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+            if cut_after == 0:
+                self.cut()  # an answer with an empty body, cut after its headers
         finally:
+            if record is not None:
+                record.done = True
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+            response.close()
 
     def write(self, data: bytes, chunked: bool) -> None:
         if not data:

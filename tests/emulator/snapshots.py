@@ -202,21 +202,30 @@ class SnapshotStore:
         return archives.synthetic_collection_archive(collection.config, shard.replicas, state.peer_ids,
                                                      self.node.index, collection.synthetic_size, collection.name)
 
-    def create_collection_snapshot(self, collection: Collection) -> dict:
-        name = f"{collection.name}-{self.node.peer_id}-{utc_stamp()}.snapshot"
+    def create_collection_snapshot(self, collection: Collection, requested: str | None = None) -> dict:
+        """Take the point-in-time view, then write it: what lands in between is not in the archive."""
+        node = self.node
+        name = f"{collection.name}-{node.peer_id}-{utc_stamp()}.snapshot"
         directory = self.collection_dir(collection.name)
-        synthetic = self.synthetic_collection_archive(collection)
-        if synthetic is not None:
-            return self._commit_virtual(directory, name, synthetic)
-        config, payload_schema, shards = self.node.state.snapshot_view(collection)
-        members = archives.collection_members(config, payload_schema, shards, self.node.state.peer_ids,
-                                              self.node.index)
-        return self._commit(directory, name, lambda tmp: archives.write_archive(tmp, members))
+        with node.activity.creating(requested or collection.name):
+            synthetic = self.synthetic_collection_archive(collection)
+            if synthetic is not None:
+                node.activity.after_snapshot_view(node, collection.name, None)
+                return self._commit_virtual(directory, name, synthetic)
+            config, payload_schema, shards, mapping = node.state.snapshot_view(collection, node.index)
+            node.activity.after_snapshot_view(node, collection.name, None)
+            members = archives.collection_members(config, payload_schema, shards, node.state.peer_ids, node.index,
+                                                  shard_key_mapping=mapping)
+            return self._commit(directory, name, lambda tmp: archives.write_archive(tmp, members))
 
     def shard_archive_members(self, collection: Collection, shard_id: int) -> list:
-        config, _, shards = self.node.state.snapshot_view(collection)
-        replicas, points = shards[shard_id]
-        return archives.shard_members("", shard_id, replicas, self.node.state.peer_ids, self.node.index, points)
+        """A shard snapshot's members from this node's replica, whatever its state."""
+        node = self.node
+        _, _, shards, _ = node.state.snapshot_view(collection, node.index)
+        node.activity.after_snapshot_view(node, collection.name, shard_id)
+        view = shards[shard_id]
+        return archives.shard_members("", shard_id, view.replicas, node.state.peer_ids, node.index,
+                                      view.points or [], states=view.states, indexes=view.indexes)
 
     def synthetic_shard_archive(self, collection: Collection, shard_id: int) -> archives.SyntheticArchive | None:
         if collection.synthetic_size is None or shard_id != 0:

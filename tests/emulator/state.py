@@ -1,8 +1,11 @@
-"""What a Qdrant cluster agrees on through consensus: collections, shard placement, points, aliases.
+"""What a Qdrant cluster agrees on through consensus: collections, shard placement and shard keys,
+payload indexes, replica states and aliases. Point operations are in pointops.py, recovery in
+recovery.py.
 
 Every node of a distributed emulator cluster shares one `ClusterState` (the consensus view);
-independent single-node servers each have their own. Replicas of a shard share one point store,
-so there is no replication lag to model.
+independent single-node servers each have their own. Replicas of a shard share one point store
+while they are in sync; a replica a test sets out of sync (or a `no_sync` recover) gets a store
+of its own, so stale and divergent replicas can be modelled.
 """
 
 from __future__ import annotations
@@ -10,205 +13,77 @@ from __future__ import annotations
 import copy
 import math
 import threading
-import uuid
-import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
+from tests.emulator.config import (  # noqa: F401 - re-exported for older imports
+    DISTANCES,
+    PRIORITIES,
+    build_config,
+    config_compatible,
+    is_custom,
+    strip_nulls,
+    update_config,
+    validate_collection_name,
+)
 from tests.emulator.errors import ApiError, bad_input, bad_request, collection_not_found, validation_error
+from tests.emulator.pointops import PointOps
+from tests.emulator.points import (  # noqa: F401 - re-exported for older imports
+    field_schema,
+    filter_matches,
+    index_info,
+    indexed_points,
+    normalize_point_id,
+    point_sort_key,
+    shard_for_point,
+    shard_key,
+)
 
-DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
-PRIORITIES = ("no_sync", "snapshot", "replica")
-INVALID_NAME_CHARS = set('<>:"/\\|?*\0\x1f')
-
-DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000, "max_indexing_threads": 0, "on_disk": False}
-DEFAULT_OPTIMIZER = {
-    "deleted_threshold": 0.2,
-    "vacuum_min_vector_number": 1000,
-    "default_segment_number": 0,
-    "max_segment_size": None,
-    "memmap_threshold": None,
-    "indexing_threshold": 10000,
-    "flush_interval_sec": 5,
-    "max_optimization_threads": None,
-}
-DEFAULT_WAL = {"wal_capacity_mb": 32, "wal_segments_ahead": 0, "wal_retain_closed": 1}
-DEFAULT_STRICT_MODE = {"enabled": False}
-
-
-def strip_nulls(value: Any) -> Any:
-    """Drop null members recursively, as serde does for skipped optional fields."""
-    if isinstance(value, dict):
-        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [strip_nulls(v) for v in value]
-    return value
-
-
-def validate_collection_name(name: str) -> None:
-    if not 1 <= len(name) <= 255 or any(ch in INVALID_NAME_CHARS for ch in name):
-        raise validation_error("path parameters", f"collection_name: value {name} is not a valid collection name")
-
-
-# ---------------------------------------------------------------------------------------------
-# Point ids, vectors, payload selection, filters
-
-
-def normalize_point_id(raw: Any) -> int | str:
-    """Integers stay integers; strings must be UUIDs and are returned hyphenated, lower case."""
-    if isinstance(raw, bool):
-        raise bad_request(f"Unable to parse point id {raw!r}")
-    if isinstance(raw, int):
-        if raw < 0 or raw >= 2**64:
-            raise bad_request(f"Unable to parse point id {raw!r}: must be an unsigned 64-bit integer")
-        return raw
-    if isinstance(raw, str):
-        if raw.isdigit():
-            raise bad_request(f"Unable to parse UUID: {raw}")
-        try:
-            return str(uuid.UUID(raw))
-        except ValueError:
-            raise bad_request(f"Unable to parse UUID: {raw}") from None
-    raise bad_request(f"Unable to parse point id {raw!r}")
-
-
-def point_sort_key(point_id: int | str) -> tuple[int, Any]:
-    """Qdrant orders integer ids before UUIDs."""
-    return (0, point_id) if isinstance(point_id, int) else (1, point_id)
-
-
-def shard_for_point(point_id: int | str, shard_number: int) -> int:
-    """Stable routing of a point to a shard (not Qdrant's hash ring, but stable across runs)."""
-    return zlib.crc32(str(point_id).encode()) % shard_number
-
-
-def select_payload(payload: dict | None, with_payload: Any) -> dict | None:
-    if with_payload is None:
-        with_payload = True
-    if with_payload is False:
-        return None
-    payload = payload or {}
-    if with_payload is True:
-        return copy.deepcopy(payload)
-    if isinstance(with_payload, list):
-        return {k: copy.deepcopy(v) for k, v in payload.items() if k in with_payload}
-    if isinstance(with_payload, dict):
-        if "include" in with_payload:
-            keep = with_payload["include"] or []
-            return {k: copy.deepcopy(v) for k, v in payload.items() if k in keep}
-        if "exclude" in with_payload:
-            drop = with_payload["exclude"] or []
-            return {k: copy.deepcopy(v) for k, v in payload.items() if k not in drop}
-    raise bad_request(f"Unsupported with_payload selector: {with_payload!r}")
-
-
-def select_vector(vector: Any, with_vector: Any) -> Any:
-    if not with_vector:
-        return None
-    if with_vector is True:
-        return copy.deepcopy(vector)
-    if isinstance(with_vector, list):
-        if isinstance(vector, dict):
-            return {k: copy.deepcopy(v) for k, v in vector.items() if k in with_vector}
-        return copy.deepcopy(vector) if "" in with_vector else {}
-    raise bad_request(f"Unsupported with_vector selector: {with_vector!r}")
-
-
-def _payload_values(payload: dict, key: str) -> list:
-    values: list = [payload]
-    for part in key.split("."):
-        array = part.endswith("[]")
-        part = part[:-2] if array else part
-        nxt: list = []
-        for v in values:
-            if isinstance(v, dict) and part in v:
-                item = v[part]
-                if isinstance(item, list):
-                    nxt.extend(item)
-                else:
-                    nxt.append(item)
-        values = nxt
-    return values
-
-
-def _condition_matches(point_id: Any, payload: dict, condition: dict) -> bool:
-    if "has_id" in condition:
-        return point_id in {normalize_point_id(i) for i in condition["has_id"]}
-    if "must" in condition or "should" in condition or "must_not" in condition:
-        return filter_matches(point_id, payload, condition)
-    if "is_empty" in condition:
-        return not _payload_values(payload, condition["is_empty"]["key"])
-    if "is_null" in condition:
-        values = _payload_values(payload, condition["is_null"]["key"])
-        return any(v is None for v in values)
-    key = condition.get("key")
-    if key is None:
-        raise bad_request(f"The emulator does not support the filter condition {condition!r}")
-    values = _payload_values(payload, key)
-    if condition.get("match") is not None:
-        match = condition["match"]
-        if "value" in match:
-            return match["value"] in values
-        if "any" in match:
-            return any(v in match["any"] for v in values)
-        if "except" in match:
-            return any(v not in match["except"] for v in values)
-        raise bad_request(f"The emulator does not support the match {match!r}")
-    if condition.get("range") is not None:
-        rng = condition["range"]
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-
-        def in_range(v: float) -> bool:
-            return (
-                (rng.get("gt") is None or v > rng["gt"])
-                and (rng.get("gte") is None or v >= rng["gte"])
-                and (rng.get("lt") is None or v < rng["lt"])
-                and (rng.get("lte") is None or v <= rng["lte"])
-            )
-
-        return any(in_range(v) for v in numbers)
-    raise bad_request(f"The emulator does not support the filter condition {condition!r}")
-
-
-def filter_matches(point_id: Any, payload: dict | None, flt: dict | None) -> bool:
-    """A small subset of Qdrant's filter language: must/should/must_not with match, range, has_id."""
-    if not flt:
-        return True
-    payload = payload or {}
-
-    def as_list(v: Any) -> list:
-        if v is None:
-            return []
-        return v if isinstance(v, list) else [v]
-
-    must = as_list(flt.get("must"))
-    should = as_list(flt.get("should"))
-    must_not = as_list(flt.get("must_not"))
-    if not all(_condition_matches(point_id, payload, c) for c in must):
-        return False
-    if should and not any(_condition_matches(point_id, payload, c) for c in should):
-        return False
-    return not any(_condition_matches(point_id, payload, c) for c in must_not)
-
-
-# ---------------------------------------------------------------------------------------------
-# Collections
+REPLICA_STATES = ("Active", "Dead", "Partial", "Initializing", "Listener", "PartialSnapshot", "Recovery",
+                  "Resharding", "ReshardingScaleDown", "ActiveRead", "ManualRecovery")
+# ReplicaState::is_updatable / is_readable in replica_set_state.rs (v1.19.0)
+UPDATABLE = frozenset({"Active", "Partial", "Initializing", "Listener", "Resharding", "ReshardingScaleDown",
+                       "ActiveRead"})
+READABLE = frozenset({"Active", "ReshardingScaleDown", "ActiveRead"})
+STANDALONE = "Qdrant is running in standalone mode"
 
 
 @dataclass
 class Shard:
-    """One shard: where its replicas live (node indexes) and its points, shared by the replicas."""
+    """One shard: its replicas (node indexes) with their states, its points and its segment-level
+    payload indexes (what its segments carry, which a shard snapshot takes along)."""
 
     shard_id: int
     replicas: list[int]
-    points: dict[Any, dict] = field(default_factory=dict)
+    points: dict[Any, dict] = field(default_factory=dict)  # the data of every replica in sync
+    states: dict[int, str] = field(default_factory=dict)  # node -> ReplicaState (missing: Active)
+    own: dict[int, dict[Any, dict]] = field(default_factory=dict)  # node -> data of a diverged replica
+    indexes: dict[str, Any] = field(default_factory=dict)
+    shard_key: str | int | None = None
+
+    def state_of(self, node: int) -> str:
+        return self.states.get(node, "Active")
+
+    def points_on(self, node: int) -> dict[Any, dict]:
+        """What the replica on `node` holds."""
+        return self.own.get(node, self.points)
+
+    def read_points(self, node: int | None) -> dict[Any, dict]:
+        """Reads prefer the node's own replica when it is readable, else an in-sync one."""
+        if node is not None and node in self.replicas and self.state_of(node) in READABLE:
+            return self.points_on(node)
+        return self.points
+
+    def update_stores(self) -> list[dict[Any, dict]]:
+        """Every store a write reaches: the in-sync data and each diverged replica that takes updates."""
+        return [self.points] + [own for node, own in self.own.items() if self.state_of(node) in UPDATABLE]
 
 
 @dataclass
 class Collection:
     name: str
     config: dict  # CollectionConfigInternal: params, hnsw_config, optimizer_config, wal_config, ...
-    payload_schema: dict
+    payload_schema: dict  # consensus-level payload indexes {field: schema} (payload_index.json)
     shards: dict[int, Shard]
     synthetic_size: int | None = None  # snapshots of the local shard are generated, this many bytes
 
@@ -216,8 +91,20 @@ class Collection:
     def shard_number(self) -> int:
         return int(self.config["params"]["shard_number"])
 
+    @property
+    def custom(self) -> bool:
+        return is_custom(self.config)
+
     def points_count(self) -> int:
         return sum(len(s.points) for s in self.shards.values())
+
+    def key_mapping(self) -> list[tuple[str | int, list[int]]]:
+        """Shard key -> shard ids, ordered by the keys' first shard id."""
+        mapping: dict[Any, list[int]] = {}
+        for sid, shard in sorted(self.shards.items()):
+            if shard.shard_key is not None:
+                mapping.setdefault((type(shard.shard_key).__name__, shard.shard_key), []).append(sid)
+        return [(k[1], ids) for k, ids in sorted(mapping.items(), key=lambda item: item[1][0])]
 
     def rest_config(self) -> dict:
         cfg = {key: copy.deepcopy(self.config.get(key)) for key in (
@@ -228,75 +115,15 @@ class Collection:
         return cfg
 
 
-def _merge(base: dict, diff: dict | None) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (diff or {}).items():
-        if value is not None:
-            out[key] = copy.deepcopy(value)
-    return out
+@dataclass(frozen=True)
+class ShardView:
+    """One shard as a node snapshots it: a point-in-time copy."""
 
-
-def _validate_vector_params(params: Any, where: str) -> dict:
-    if not isinstance(params, dict):
-        raise bad_request(f"Format error in JSON body: {where} must be an object")
-    size = params.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise validation_error("JSON body", f"{where}.size: value {size} invalid, must be 1 or larger")
-    if params.get("distance") not in DISTANCES:
-        raise bad_request(
-            f"Format error in JSON body: {where}.distance: unknown variant `{params.get('distance')}`, "
-            f"expected one of {', '.join(DISTANCES)}"
-        )
-    return strip_nulls(params)
-
-
-def build_config(body: dict, *, default_shard_number: int) -> dict:
-    """The internal collection config (what a snapshot's config.json holds) from a CreateCollection body."""
-    vectors = body.get("vectors")
-    if vectors is None:
-        vectors = {}
-    elif isinstance(vectors, dict) and "size" in vectors:
-        vectors = _validate_vector_params(vectors, "vectors")
-    elif isinstance(vectors, dict):
-        vectors = {name: _validate_vector_params(p, f"vectors.{name}") for name, p in vectors.items()}
-    else:
-        raise bad_request("Format error in JSON body: vectors must be an object")
-    shard_number = body.get("shard_number") or default_shard_number
-    replication_factor = body.get("replication_factor") or 1
-    write_consistency_factor = body.get("write_consistency_factor") or 1
-    for name, value in (("shard_number", shard_number), ("replication_factor", replication_factor),
-                        ("write_consistency_factor", write_consistency_factor)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise validation_error("JSON body", f"{name}: value {value} invalid, must be 1 or larger")
-    params: dict[str, Any] = {
-        "vectors": vectors,
-        "shard_number": shard_number,
-        "replication_factor": replication_factor,
-        "write_consistency_factor": write_consistency_factor,
-        "on_disk_payload": body.get("on_disk_payload", True) if body.get("on_disk_payload") is not None else True,
-    }
-    if body.get("sparse_vectors"):
-        params["sparse_vectors"] = strip_nulls(body["sparse_vectors"])
-    if body.get("sharding_method") not in (None, "auto"):
-        raise bad_request("The emulator supports only automatic sharding")
-    return {
-        "params": params,
-        "hnsw_config": _merge(DEFAULT_HNSW, body.get("hnsw_config")),
-        "optimizer_config": _merge(DEFAULT_OPTIMIZER, body.get("optimizers_config")),
-        "wal_config": _merge(DEFAULT_WAL, body.get("wal_config")),
-        "quantization_config": strip_nulls(body.get("quantization_config")),
-        "strict_mode_config": _merge(DEFAULT_STRICT_MODE, body.get("strict_mode_config")),
-        "metadata": body.get("metadata"),
-        "uuid": str(uuid.uuid4()),
-    }
-
-
-def config_compatible(existing: dict, incoming: dict) -> bool:
-    """Recovery into an existing collection needs the same vectors and shard_number."""
-    a, b = existing.get("params", {}), incoming.get("params", {})
-    return strip_nulls(a.get("vectors") or {}) == strip_nulls(b.get("vectors") or {}) and int(
-        a.get("shard_number", 1)
-    ) == int(b.get("shard_number", 1))
+    replicas: list[int]
+    points: list[dict] | None  # None: no local replica, the archive carries no data
+    states: dict[int, str] = field(default_factory=dict)
+    indexes: dict[str, Any] = field(default_factory=dict)
+    shard_key: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -307,9 +134,11 @@ class ArchiveData:
     config: dict | None
     payload_schema: dict
     shard_points: dict[int, list[dict] | None]  # shard id -> points (None: folder without data)
+    shard_key_mapping: list[tuple[Any, list[int]]] | None = None  # custom sharding only
+    shard_indexes: dict[int, dict] = field(default_factory=dict)  # segment-level indexes per shard
 
 
-class ClusterState:
+class ClusterState(PointOps):
     """Collections, aliases and placement as the cluster's consensus sees them. Thread-safe."""
 
     def __init__(self, node_indexes: list[int], peer_ids: dict[int, int], distributed: bool):
@@ -321,6 +150,7 @@ class ClusterState:
         self.aliases: dict[str, str] = {}
         self.commit = 0
         self.operation_id = 0
+        self._key_cursor = 0
 
     # -- names ------------------------------------------------------------------------------
     def resolve(self, name: str) -> Collection:
@@ -339,6 +169,11 @@ class ClusterState:
                 return self.collections[name]
         raise collection_not_found(name)
 
+    def next_operation(self) -> dict:
+        with self.lock:
+            self.operation_id += 1
+            return {"operation_id": self.operation_id, "status": "completed"}
+
     # -- placement --------------------------------------------------------------------------
     def place_shards(self, shard_number: int, replication_factor: int) -> dict[int, Shard]:
         nodes = self.node_indexes
@@ -348,30 +183,47 @@ class ClusterState:
             for sid in range(shard_number)
         }
 
+    def _even_placement(self, pool: list[int], count: int, replication_factor: int) -> list[list[int]]:
+        """`generate_even_placement`: walk the pool in a cycle. Qdrant shuffles the pool first; the
+        emulator continues the cycle from the previous shard key instead, so runs are repeatable."""
+        per_shard = max(1, min(replication_factor, len(pool)))
+        placement = []
+        for _ in range(count):
+            placement.append([pool[(self._key_cursor + r) % len(pool)] for r in range(per_shard)])
+            self._key_cursor += per_shard
+        return placement
+
     # -- collections ------------------------------------------------------------------------
     def create_collection(self, name: str, body: dict, *, synthetic_size: int | None = None,
                           replicas_on: list[int] | None = None) -> Collection:
         validate_collection_name(name)
         default_shards = len(self.node_indexes) if self.distributed else 1
         config = build_config(body, default_shard_number=default_shards)
-        return self._add_collection(name, config, {}, synthetic_size=synthetic_size, replicas_on=replicas_on)
+        return self.add_collection(name, config, {}, synthetic_size=synthetic_size, replicas_on=replicas_on)
 
-    def _add_collection(self, name: str, config: dict, payload_schema: dict, *,
-                        synthetic_size: int | None = None, replicas_on: list[int] | None = None) -> Collection:
+    def add_collection(self, name: str, config: dict, payload_schema: dict, *,
+                       synthetic_size: int | None = None, replicas_on: list[int] | None = None) -> Collection:
+        """Register a collection; custom sharding starts without shards (they come with shard keys)."""
         with self.lock:
             if name in self.collections:
                 raise ApiError(409, f"Wrong input: Collection `{name}` already exists!")
             if name in self.aliases:
                 raise bad_input(f"Alias with name {name} already exists")
             params = config["params"]
-            if replicas_on is not None:
+            if is_custom(config):
+                shards: dict[int, Shard] = {}
+            elif replicas_on is not None:
                 shards = {sid: Shard(sid, list(replicas_on)) for sid in range(int(params["shard_number"]))}
             else:
                 shards = self.place_shards(int(params["shard_number"]), int(params.get("replication_factor", 1)))
+            for shard in shards.values():
+                shard.indexes = copy.deepcopy(payload_schema)
             collection = Collection(name, config, payload_schema, shards, synthetic_size)
             self.collections[name] = collection
             self.commit += 1
             return collection
+
+    _add_collection = add_collection
 
     def delete_collection(self, name: str) -> bool:
         with self.lock:
@@ -384,20 +236,7 @@ class ClusterState:
 
     def update_collection(self, name: str, body: dict) -> bool:
         with self.lock:
-            collection = self.resolve(name)
-            cfg = collection.config
-            if body.get("optimizers_config"):
-                cfg["optimizer_config"] = _merge(cfg["optimizer_config"], body["optimizers_config"])
-            if body.get("hnsw_config"):
-                cfg["hnsw_config"] = _merge(cfg["hnsw_config"], body["hnsw_config"])
-            if body.get("params"):
-                cfg["params"] = _merge(cfg["params"], {k: v for k, v in body["params"].items()
-                                                       if k in ("replication_factor", "write_consistency_factor",
-                                                                "on_disk_payload")})
-            if body.get("strict_mode_config"):
-                cfg["strict_mode_config"] = _merge(cfg["strict_mode_config"], body["strict_mode_config"])
-            if body.get("metadata") is not None:
-                cfg["metadata"] = {**(cfg.get("metadata") or {}), **body["metadata"]}
+            update_config(self.resolve(name).config, body)
             self.commit += 1
             return True
 
@@ -438,212 +277,157 @@ class ClusterState:
                 self.commit += 1
             return True
 
-    # -- points -----------------------------------------------------------------------------
-    def _check_vector(self, collection: Collection, vector: Any) -> Any:
-        vectors_cfg = collection.config["params"].get("vectors") or {}
-        sparse_cfg = collection.config["params"].get("sparse_vectors") or {}
-        unnamed = "size" in vectors_cfg
-        if isinstance(vector, list):
-            if not unnamed:
-                raise bad_input("Not existing vector name error: ")
-            if len(vector) != vectors_cfg["size"]:
-                raise bad_input(f"Vector dimension error: expected dim: {vectors_cfg['size']}, got {len(vector)}")
-            return vector
-        if isinstance(vector, dict):
-            if unnamed and set(vector) == {""}:
-                return self._check_vector(collection, vector[""])
-            for name, value in vector.items():
-                if name in sparse_cfg:
-                    continue
-                params = vectors_cfg.get(name) if not unnamed else None
-                if params is None:
-                    raise bad_input(f"Not existing vector name error: {name}")
-                if isinstance(value, list) and value and not isinstance(value[0], list) and len(value) != params["size"]:
-                    raise bad_input(f"Vector dimension error: expected dim: {params['size']}, got {len(value)}")
-            return vector
-        raise bad_request(f"Format error in JSON body: unsupported vector {vector!r}")
-
-    def upsert(self, name: str, body: dict) -> dict:
-        collection = self.resolve(name)
-        if "points" in body:
-            raw_points = body["points"]
-            if not isinstance(raw_points, list):
-                raise bad_request("Format error in JSON body: points must be a list")
-            items = [(p.get("id"), p.get("vector"), p.get("payload")) for p in raw_points]
-        elif "batch" in body:
-            batch = body["batch"]
-            ids = batch.get("ids") or []
-            vectors = batch.get("vectors")
-            payloads = batch.get("payloads") or [None] * len(ids)
-            if isinstance(vectors, dict):
-                per_point = [{n: vectors[n][i] for n in vectors} for i in range(len(ids))]
-            else:
-                per_point = list(vectors or [])
-            if not (len(per_point) == len(ids) == len(payloads)):
-                raise bad_input("Batch ids, vectors and payloads must have the same length")
-            items = list(zip(ids, per_point, payloads))
-        else:
-            raise bad_request("Format error in JSON body: expected `points` or `batch`")
-        prepared = []
-        for raw_id, vector, payload in items:
-            point_id = normalize_point_id(raw_id)
-            if vector is None:
-                raise bad_request("Format error in JSON body: missing field `vector`")
-            vector = self._check_vector(collection, vector)
-            if payload is not None and not isinstance(payload, dict):
-                raise bad_request("Format error in JSON body: payload must be an object")
-            prepared.append((point_id, copy.deepcopy(vector), copy.deepcopy(payload or {})))
-        with self.lock:
-            for point_id, vector, payload in prepared:
-                shard = collection.shards[shard_for_point(point_id, collection.shard_number)]
-                shard.points[point_id] = {"vector": vector, "payload": payload}
-            self.operation_id += 1
-            return {"operation_id": self.operation_id, "status": "completed"}
-
-    def delete_points(self, name: str, body: dict) -> dict:
-        collection = self.resolve(name)
-        with self.lock:
-            if "points" in body:
-                ids = {normalize_point_id(i) for i in body["points"] or []}
-                for shard in collection.shards.values():
-                    for point_id in ids & shard.points.keys():
-                        del shard.points[point_id]
-            elif "filter" in body:
-                for shard in collection.shards.values():
-                    for point_id in [p for p, v in shard.points.items()
-                                     if filter_matches(p, v["payload"], body["filter"])]:
-                        del shard.points[point_id]
-            else:
-                raise bad_request("Format error in JSON body: expected `points` or `filter`")
-            self.operation_id += 1
-            return {"operation_id": self.operation_id, "status": "completed"}
-
-    def all_points(self, collection: Collection, flt: dict | None = None) -> list[tuple[Any, dict]]:
-        with self.lock:
-            points = [(pid, data) for shard in collection.shards.values() for pid, data in shard.points.items()]
-        points = [(pid, data) for pid, data in points if filter_matches(pid, data["payload"], flt)]
-        points.sort(key=lambda item: point_sort_key(item[0]))
-        return points
-
-    @staticmethod
-    def record(point_id: Any, data: dict, with_payload: Any, with_vector: Any) -> dict:
-        return {
-            "id": point_id,
-            "payload": select_payload(data["payload"], with_payload),
-            "vector": select_vector(data["vector"], with_vector),
-        }
-
-    def scroll(self, name: str, body: dict) -> dict:
-        collection = self.resolve(name)
-        limit = body.get("limit")
-        limit = 10 if limit is None else limit
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise validation_error("JSON body", f"limit: value {limit} invalid, must be 1 or larger")
-        points = self.all_points(collection, body.get("filter"))
-        if body.get("offset") is not None:
-            start = point_sort_key(normalize_point_id(body["offset"]))
-            points = [p for p in points if point_sort_key(p[0]) >= start]
-        page, rest = points[:limit], points[limit:]
-        with_payload = body.get("with_payload", True)
-        with_vector = body.get("with_vector", False)
-        return {
-            "points": [self.record(pid, data, with_payload, with_vector) for pid, data in page],
-            "next_page_offset": rest[0][0] if rest else None,
-        }
-
-    def count(self, name: str, body: dict) -> dict:
-        collection = self.resolve(name)
-        return {"count": len(self.all_points(collection, body.get("filter")))}
-
-    def retrieve(self, name: str, ids: Iterable[Any], with_payload: Any, with_vector: Any) -> list[dict]:
-        collection = self.resolve(name)
-        wanted = [normalize_point_id(i) for i in ids]
-        out = []
-        with self.lock:
-            for point_id in wanted:
-                shard = collection.shards[shard_for_point(point_id, collection.shard_number)]
-                data = shard.points.get(point_id)
-                if data is not None:
-                    out.append(self.record(point_id, data, with_payload, with_vector))
-        return out
-
-    # -- recovery ---------------------------------------------------------------------------
-    def recover_collection(self, name: str, node_index: int, archive: ArchiveData, priority: str) -> bool:
-        """Apply a collection snapshot on `node_index`: create the collection if missing, then
-        replace the data of every shard the archive carries data for and this node holds."""
-        if archive.kind != "collection" or archive.config is None:
-            raise bad_input("Snapshot is not a collection snapshot: config.json is missing")
-        validate_collection_name(name)
-        with self.lock:
-            collection = self.collections.get(name)
-            if collection is None:
-                config = copy.deepcopy(archive.config)
-                config["params"]["shard_number"] = int(config["params"].get("shard_number", 1))
-                collection = self._add_collection(name, config, copy.deepcopy(archive.payload_schema))
-            elif not config_compatible(collection.config, archive.config):
-                raise bad_input(
-                    "Snapshot is not compatible with existing collection: "
-                    f"collection has vectors {collection.config['params'].get('vectors')} and "
-                    f"shard_number {collection.shard_number}, snapshot has vectors "
-                    f"{archive.config['params'].get('vectors')} and shard_number "
-                    f"{archive.config['params'].get('shard_number')}"
-                )
-            for shard_id, points in archive.shard_points.items():
-                shard = collection.shards.get(shard_id)
-                if points is None or shard is None or node_index not in shard.replicas:
-                    continue
-                self._replace_shard_data(shard, node_index, points, priority)
-            self.commit += 1
-            return True
-
-    def recover_shard(self, name: str, shard_id: int, node_index: int, archive: ArchiveData, priority: str) -> bool:
-        """Apply a shard snapshot: the node becomes (or stays) a replica holding the archive's data."""
-        if archive.kind != "shard":
-            raise bad_input("Snapshot is not a shard snapshot: segments/ is missing at its root")
+    # -- shard keys (src/common/collections.rs, collection/sharding_keys.rs) -----------------
+    def create_shard_key(self, name: str, body: dict) -> bool:
+        """New shards for a key: ids continue after the highest mapped id (the first key gets 1)."""
+        if not self.distributed:
+            raise ApiError(405, STANDALONE)
+        key = shard_key(body.get("shard_key"))
+        for option in ("shards_number", "replication_factor"):
+            value = body.get(option)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise validation_error("JSON body", f"{option}: value {value} invalid, must be 1 or larger")
+        initial_state = body.get("initial_state")
+        if initial_state is not None and initial_state not in ("Active", "Partial"):
+            raise bad_request(f"Initial state cannot be {initial_state}, only Active or Partial are allowed")
         with self.lock:
             collection = self.resolve(name)
-            shard = collection.shards.get(shard_id)
-            if shard is None:
-                raise ApiError(404, f"Not found: shard {shard_id} not found")
-            if node_index not in shard.replicas:
-                shard.replicas.append(node_index)
-            self._replace_shard_data(shard, node_index, archive.shard_points.get(shard_id) or [], priority)
+            if not collection.custom:
+                raise bad_request("Shard Key cannot be created with Auto sharding method")
+            if any(k == key and type(k) is type(key) for k, _ in collection.key_mapping()):
+                raise bad_request(f"Sharding key {key} already exists for collection {name}")
+            params = collection.config["params"]
+            count = body.get("shards_number") or int(params["shard_number"])
+            default_rf = 1 if initial_state is not None else int(params.get("replication_factor", 1))
+            placement = body.get("placement")
+            if placement is not None:
+                if not placement:
+                    raise bad_request(f"Sharding key {key} placement cannot be empty. If you want to use random "
+                                      "placement, do not specify placement")
+                by_peer = {peer: node for node, peer in self.peer_ids.items()}
+                for peer in placement:
+                    if peer not in by_peer:
+                        raise bad_request(f"Peer {peer} does not exist")
+                pool = [by_peer[peer] for peer in placement]
+            else:
+                pool = list(self.node_indexes)
+            base = max(collection.shards, default=0) + 1
+            for offset, replicas in enumerate(self._even_placement(pool, count, body.get("replication_factor")
+                                                                   or default_rf)):
+                sid = base + offset
+                collection.shards[sid] = Shard(sid, replicas, shard_key=key,
+                                               states={n: initial_state for n in replicas} if initial_state else {},
+                                               indexes=copy.deepcopy(collection.payload_schema))
             self.commit += 1
             return True
 
-    def _replace_shard_data(self, shard: Shard, node_index: int, points: list[dict], priority: str) -> None:
-        others = [n for n in shard.replicas if n != node_index]
-        if priority == "replica" and others:
-            return  # another replica exists: its data wins, the snapshot is discarded
-        shard.points = {}
-        for point in points:
-            point_id = normalize_point_id(point["id"])
-            shard.points[point_id] = {"vector": point.get("vector"), "payload": point.get("payload") or {}}
+    def drop_shard_key(self, name: str, body: dict) -> bool:
+        if not self.distributed:
+            raise ApiError(405, STANDALONE)
+        key = shard_key(body.get("shard_key"))
+        with self.lock:
+            collection = self.resolve(name)
+            if not collection.custom:
+                raise bad_request("Shard Key cannot be created with Auto sharding method")
+            doomed = [sid for sid, s in collection.shards.items() if s.shard_key == key
+                      and type(s.shard_key) is type(key)]
+            if not doomed:
+                raise bad_request(f"Sharding key {key} does not exist for collection {name}")
+            for sid in doomed:
+                del collection.shards[sid]
+            self.commit += 1
+            return True
+
+    def shard_keys(self, name: str) -> dict:
+        """ShardKeysResponse: `shard_keys` only for custom sharding (skipped otherwise)."""
+        with self.lock:
+            collection = self.resolve(name)
+            if not collection.custom:
+                return {}
+            return {"shard_keys": [{"key": key} for key, _ in collection.key_mapping()]}
+
+    # -- payload indexes --------------------------------------------------------------------
+    def create_index(self, name: str, field_name: Any, schema: Any) -> dict:
+        """Registered in consensus, then built on every shard (`do_create_index`)."""
+        if not isinstance(field_name, str) or not field_name:
+            raise bad_request("Json deserialize error: missing field `field_name`")
+        if schema is None:
+            raise bad_request("Can't auto-detect field type, please specify `field_schema` in the request")
+        schema = field_schema(schema)
+        with self.lock:
+            collection = self.resolve(name)
+            collection.payload_schema[field_name] = copy.deepcopy(schema)
+            for shard in collection.shards.values():
+                shard.indexes[field_name] = copy.deepcopy(schema)
+            self.commit += 1
+        return self.next_operation()
+
+    def delete_index(self, name: str, field_name: str) -> dict:
+        with self.lock:
+            collection = self.resolve(name)
+            collection.payload_schema.pop(field_name, None)
+            for shard in collection.shards.values():
+                shard.indexes.pop(field_name, None)
+            self.commit += 1
+        return self.next_operation()
+
+    # -- replica states ---------------------------------------------------------------------
+    def set_replica_state(self, name: str, shard_id: int, node: int, state: str,
+                          points: dict | list | None = None) -> None:
+        """Set what consensus says of one replica. Out of sync states that take no updates (Dead,
+        Recovery, ...) freeze the replica's data as it is now; Active re-syncs it (a finished
+        transfer); `points` gives the replica data of its own (a stale or partial copy)."""
+        if state not in REPLICA_STATES:
+            raise ValueError(f"unknown replica state {state!r}; one of {', '.join(REPLICA_STATES)}")
+        with self.lock:
+            shard = self.get(name).shards.get(shard_id)
+            if shard is None or node not in shard.replicas:
+                raise KeyError(f"node {node} holds no replica of shard {shard_id} of {name!r}")
+            if points is not None:
+                items = points.items() if isinstance(points, dict) else ((p["id"], p) for p in points)
+                shard.own[node] = {normalize_point_id(pid): {"vector": copy.deepcopy(d.get("vector")),
+                                                             "payload": copy.deepcopy(d.get("payload") or {})}
+                                   for pid, d in items}
+            elif state == "Active":
+                shard.own.pop(node, None)
+            elif state not in UPDATABLE and node not in shard.own:
+                shard.own[node] = copy.deepcopy(shard.points)
+            shard.states[node] = state
+            self.commit += 1
 
     # -- views ------------------------------------------------------------------------------
-    def snapshot_view(self, collection: Collection) -> tuple[dict, dict, dict[int, tuple[list[int], list[dict]]]]:
-        """A consistent copy (config, payload schema, shard -> (replicas, sorted points)) for archiving."""
+    def snapshot_view(self, collection: Collection, node: int | None = None
+                      ) -> tuple[dict, dict, dict[int, ShardView], list[tuple[Any, list[int]]] | None]:
+        """A point-in-time copy of what a snapshot made on `node` holds: config, consensus payload
+        indexes, each shard (data only where `node` has a replica) and the shard key mapping."""
         with self.lock:
-            shards = {
-                sid: (
-                    list(shard.replicas),
-                    [
-                        {"id": pid, "vector": copy.deepcopy(d["vector"]), "payload": copy.deepcopy(d["payload"])}
-                        for pid, d in sorted(shard.points.items(), key=lambda item: point_sort_key(item[0]))
-                    ],
-                )
-                for sid, shard in sorted(collection.shards.items())
-            }
-            return copy.deepcopy(collection.config), copy.deepcopy(collection.payload_schema), shards
+            shards = {}
+            for sid, shard in sorted(collection.shards.items()):
+                local = node is None or node in shard.replicas
+                data = shard.points_on(node) if node is not None and local else shard.points
+                points = [{"id": pid, "vector": copy.deepcopy(d["vector"]), "payload": copy.deepcopy(d["payload"])}
+                          for pid, d in sorted(data.items(), key=lambda item: point_sort_key(item[0]))]
+                shards[sid] = ShardView(list(shard.replicas), points if local else None,
+                                        {n: shard.state_of(n) for n in shard.replicas},
+                                        copy.deepcopy(shard.indexes), shard.shard_key)
+            mapping = collection.key_mapping() if collection.custom else None
+            return copy.deepcopy(collection.config), copy.deepcopy(collection.payload_schema), shards, mapping
 
     def collection_info(self, collection: Collection) -> dict:
+        """CollectionInfo; payload_schema sums what the shards' segments index, as Qdrant does
+        (the consensus schema only when the collection has no shards at all)."""
         with self.lock:
             points = collection.points_count()
-            payload_schema = {
-                key: {"data_type": value if isinstance(value, str) else value.get("type", "keyword"),
-                      "points": points}
-                for key, value in collection.payload_schema.items()
-            }
+            schema: dict[str, dict] = {}
+            for shard in collection.shards.values():
+                for key, value in shard.indexes.items():
+                    count = indexed_points(shard.points, key)
+                    if key in schema:
+                        schema[key]["points"] += count
+                    else:
+                        schema[key] = index_info(value, count)
+            if not collection.shards:
+                schema = {key: index_info(value, 0) for key, value in collection.payload_schema.items()}
             return {
                 "status": "green",
                 "optimizer_status": "ok",
@@ -652,6 +436,22 @@ class ClusterState:
                 "points_count": points,
                 "segments_count": max(1, math.ceil(points / 10000)) * len(collection.shards),
                 "config": collection.rest_config(),
-                "payload_schema": payload_schema,
+                "payload_schema": schema,
                 "update_queue": {"length": 0},
             }
+
+    def cluster_info(self, collection: Collection, node: int) -> dict:
+        """CollectionClusterInfo as `node` sees it: its replicas with their states and point counts."""
+        local, remote = [], []
+        with self.lock:
+            for sid, shard in sorted(collection.shards.items()):
+                key = {} if shard.shard_key is None else {"shard_key": shard.shard_key}
+                if node in shard.replicas:
+                    local.append({"shard_id": sid, **key, "points_count": len(shard.points_on(node)),
+                                  "state": shard.state_of(node)})
+                for replica in shard.replicas:
+                    if replica != node:
+                        remote.append({"shard_id": sid, **key, "peer_id": self.peer_ids[replica],
+                                       "state": shard.state_of(replica)})
+            return {"peer_id": self.peer_ids[node], "shard_count": len(collection.shards), "local_shards": local,
+                    "remote_shards": remote, "shard_transfers": []}
