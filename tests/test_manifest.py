@@ -132,7 +132,7 @@ def test_embedded_default_matches_its_promise(tmp_path, monkeypatch):
     backup = m.backups["default"]
     assert (backup.cluster, backup.repository, backup.collections) == ("local", "local", ("*",))
     assert backup.rpo == timedelta(hours=24)
-    assert backup.only_changed is True
+    assert backup.only_changed is False  # it cannot see in-place updates: off by default (issue 10)
     assert backup.retention == RetentionPolicy(keep_last=3, daily=7, weekly=4)
     assert m.state.path == tmp_path / ".qbr" / "state.json"
     assert m.restores == {}
@@ -829,7 +829,7 @@ def test_field_names_others_code_against():
     ]
     assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region"]
     assert [f.name for f in dataclasses.fields(m.backups["nightly"])] == [
-        "name", "cluster", "repository", "collections", "rpo", "only_changed", "aliases", "retention"
+        "name", "cluster", "repository", "collections", "rpo", "only_changed", "aliases", "retention", "max_reference_age"
     ]
     assert [f.name for f in dataclasses.fields(m.restores["r"])] == [
         "name", "from_backup", "to", "at", "collections", "if_exists", "aliases", "via"

@@ -70,6 +70,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             collections=tuple(b.get("collections", ["*"])),
             rpo=parse_duration(b.get("rpo", "24h")),
             only_changed=b.get("only_changed", False),
+            max_reference_age=parse_duration(b.get("max_reference_age", "7d")),
             aliases=b.get("aliases", True),
             retention=RetentionPolicy(
                 keep_last=kept.get("keep_last"),

@@ -79,6 +79,7 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
         _check_name_ref(backup.get("cluster"), clusters, "cluster", base + ("cluster",), report)
         _check_name_ref(backup.get("repository"), repositories, "repository", base + ("repository",), report)
         _check_duration(backup.get("rpo"), base + ("rpo",), report)
+        _check_duration(backup.get("max_reference_age"), base + ("max_reference_age",), report)
         retention = backup.get("retention")
         if isinstance(retention, dict):
             _check_duration(retention.get("within"), base + ("retention", "within"), report)

@@ -71,6 +71,7 @@ class BackupConfig:
     only_changed: bool
     aliases: bool
     retention: RetentionPolicy
+    max_reference_age: timedelta = timedelta(days=7)
 
     def selects(self, collection: str) -> bool:
         """Whether this backup covers `collection`: the last glob that matches decides; '!' excludes."""

@@ -18,7 +18,7 @@ from qbr.durations import format_duration
 from qbr.manifest import BackupConfig
 from qbr.plan import Action, Note
 from qbr.planner.draft import Draft, PlannedSet
-from qbr.records import CollectionRecord, SetRecord, set_id_for, utc_iso
+from qbr.records import CollectionRecord, SetRecord, set_id_for, set_id_time, utc_iso
 from qbr.world import Observed, ObservedCluster, ObservedCollection, ObservedRepository
 
 
@@ -86,26 +86,22 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
     for name in selected:
         current = cluster.collections[name]
         previous = _newest_record_of(sets, name)
-        if (
-            backup.only_changed
-            and previous is not None
-            and previous.points_count == current.points_count
-            and previous.config_sha256 == current.config_sha256
-            and _archives_intact(previous, repo)
-        ):
+        if backup.only_changed and previous is not None and _carry(previous, current, repo, backup, now):
             carried[name] = asdict(previous)
             copied_in[name] = previous.copied_in
             draft.unchanged.append(
                 Note(
                     group,
                     f"collection {name} (referenced from set {previous.copied_in})",
-                    f"unchanged since it was copied: {current.points_count} points, same config",
+                    f"points count and config unchanged since it was copied ({current.points_count} points); "
+                    "in-place updates are not detected (only_changed), and it is copied again once that copy "
+                    f"is older than max_reference_age {format_duration(backup.max_reference_age)}",
                 )
             )
             continue
         copied_in[name] = set_id
         copy_ids[name] = []
-        change_reason = _copy_reason(previous, current, backup.only_changed)
+        change_reason = _copy_reason(previous, current, backup, now)
         for unit in _snapshot_units(draft, backup, cluster, current, node_load):
             action_id = f"backup.{backup.name}.{set_id}.copy.{name}" + (
                 f".shard-{unit['shard_id']}" if unit["shard_id"] is not None else ""
@@ -161,17 +157,34 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
     return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
 
 
-def _copy_reason(previous: CollectionRecord | None, current: ObservedCollection, only_changed: bool) -> str:
+def _carry(previous: CollectionRecord, current: ObservedCollection, repo: ObservedRepository, backup: BackupConfig, now: datetime) -> bool:
+    """only_changed's comparison: same points count and config, archives intact, and a copy young
+    enough (in-place updates change neither count nor config, so an old reference is refreshed)."""
+    return (
+        previous.points_count == current.points_count
+        and previous.config_sha256 == current.config_sha256
+        and _archives_intact(previous, repo)
+        and now - set_id_time(previous.copied_in) < backup.max_reference_age
+    )
+
+
+def _copy_reason(previous: CollectionRecord | None, current: ObservedCollection, backup: BackupConfig, now: datetime) -> str:
     """Why a collection is copied again rather than carried by reference."""
     if previous is None:
         return "it is new to this backup"
-    if not only_changed:
+    if not backup.only_changed:
         return "only_changed is off"
     if previous.config_sha256 != current.config_sha256:
         change = describe_config_change(previous.config, current.config)
         return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points, {change})"
     if previous.points_count != current.points_count:
         return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points)"
+    age = now - set_id_time(previous.copied_in)
+    if age >= backup.max_reference_age:
+        return (
+            f"its copy in set {previous.copied_in} is {format_duration(age)} old, past max_reference_age "
+            f"{format_duration(backup.max_reference_age)} (only_changed cannot see in-place updates)"
+        )
     return f"archives of set {previous.copied_in} are missing from the repository"
 
 
