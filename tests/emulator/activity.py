@@ -112,7 +112,7 @@ class Activity:
 
     def while_recovering(self, node: Any, collection: str, shard_id: int | None) -> None:
         """Replicas are in their recovering state and the old data is still there."""
+        latency = self.next_recover_latency()  # taken first: a hook may start the next recover
         self.during_recover.fire(node, collection, shard_id)
-        latency = self.next_recover_latency()
         if latency:
             time.sleep(latency)

@@ -171,3 +171,59 @@ def test_cluster_views_through_the_client(emulator):
     assert all_points(clients[1], "docs") == expected()
     for client in [single, *clients]:
         client.close()
+
+
+def test_in_place_updates_and_payload_indexes_through_the_client(source):
+    cluster, client = source
+    assert client.set_payload("docs", payload={"extra": 1}, points=[1, 2], wait=True).status == \
+        models.UpdateStatus.COMPLETED
+    client.overwrite_payload("docs", payload={"only": True}, points=models.Filter(must=[models.FieldCondition(
+        key="i", range=models.Range(gte=38))]), wait=True)
+    client.update_vectors("docs", points=[models.PointVectors(id=3, vector=[1.0, 1.0, 1.0, 1.0])], wait=True)
+    got = {r.id: r for r in client.retrieve("docs", ids=[1, 3, 39], with_vectors=True)}
+    assert got[1].payload["extra"] == 1 and got[39].payload == {"only": True} and got[3].vector == [1.0] * 4
+    client.create_payload_index("docs", "name", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+    client.create_payload_index("docs", "i", field_schema=models.IntegerIndexParams(
+        type=models.IntegerIndexType.INTEGER, lookup=True, range=True), wait=True)
+    schema = client.get_collection("docs").payload_schema
+    assert schema["name"].data_type == models.PayloadSchemaType.KEYWORD and schema["name"].points == N_POINTS - 2
+    assert schema["i"].params.lookup is True and schema["i"].points == N_POINTS - 2
+    client.delete_payload_index("docs", "name", wait=True)
+    assert set(client.get_collection("docs").payload_schema) == {"i"}
+
+
+def test_custom_sharding_and_replica_states_through_the_client(emulator):
+    cluster = emulator(nodes=2)
+    client = client_for(cluster.urls[0])
+    client.create_collection("tenants", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                             sharding_method=models.ShardingMethod.CUSTOM, replication_factor=2)
+    assert client.create_shard_key("tenants", "eu", shards_number=2) is True
+    assert client.create_shard_key("tenants", 7) is True
+    client.upsert("tenants", points=sample_points()[:10], shard_key_selector="eu", wait=True)
+    client.upsert("tenants", points=sample_points()[10:12], shard_key_selector=7, wait=True)
+    keys = client.http.distributed_api.list_shard_keys("tenants").result.shard_keys
+    assert [k.key for k in keys] == ["eu", 7]
+    cluster.set_replica_state("tenants", 3, 1, "Dead")
+    cluster.set_replica_state("tenants", 1, 0, "ManualRecovery")
+    info = client.http.distributed_api.collection_cluster_info("tenants").result
+    assert {(s.shard_id, s.shard_key, s.state) for s in info.local_shards} == {
+        (1, "eu", models.ReplicaState.MANUALRECOVERY), (2, "eu", models.ReplicaState.ACTIVE),
+        (3, 7, models.ReplicaState.ACTIVE)}
+    assert (3, 7, models.ReplicaState.DEAD) in {(s.shard_id, s.shard_key, s.state) for s in info.remote_shards}
+    assert client.count("tenants", shard_key_selector=7).count == 2
+    assert client.delete_shard_key("tenants", 7) is True
+    assert client.count("tenants").count == 10
+    client.close()
+
+
+def test_telemetry_through_the_client(source):
+    cluster, client = source
+    client.create_snapshot("docs", wait=True)
+    telemetry = client.http.service_api.telemetry(details_level=2).result
+    assert telemetry.collections.number_of_collections == 1
+    (snapshots,) = telemetry.collections.snapshots
+    assert (snapshots.id, snapshots.running_snapshots, snapshots.running_snapshot_recovery,
+            snapshots.total_snapshot_creations) == ("docs", 0, 0, 1)
+    assert client.http.service_api.telemetry().result.collections.snapshots is None
+    aggregated = client.http.service_api.telemetry(details_level=1).result.collections.collections
+    assert aggregated[0].vectors == N_POINTS and aggregated[0].params.vectors.size == 4

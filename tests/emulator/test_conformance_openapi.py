@@ -179,6 +179,44 @@ def test_every_json_endpoint_answers_what_the_document_describes(emulator, http)
     check("DELETE", "/snapshots/{snapshot_name}", path_params={"snapshot_name": full["name"]})
     check("DELETE", "/collections/{collection_name}", path_params=c)
 
+    # in-place updates, payload indexes, shard keys, replica states, telemetry
+    d = {"collection_name": "docs2"}
+    check("PUT", "/collections/{collection_name}", path_params=d, json={"vectors": {"size": 3, "distance": "Dot"}})
+    check("PUT", "/collections/{collection_name}/points", path_params=d, params={"wait": "true"}, json={"points": [
+        {"id": i, "vector": [1.0, 0.0, float(i)], "payload": {"i": i}} for i in range(4)]})
+    check("POST", "/collections/{collection_name}/points/payload", path_params=d, params={"wait": "true"},
+          json={"payload": {"k": "v"}, "points": [1, 2]})
+    check("POST", "/collections/{collection_name}/points/payload", 404, path_params=d, json={"payload": {}, "points": [9]})
+    check("PUT", "/collections/{collection_name}/points/payload", path_params=d, json={"payload": {"only": 1},
+                                                                                      "filter": {"must": []}})
+    check("PUT", "/collections/{collection_name}/points/vectors", path_params=d, params={"wait": "true"},
+          json={"points": [{"id": 1, "vector": [0.0, 1.0, 0.0]}]})
+    check("PUT", "/collections/{collection_name}/index", path_params=d, params={"wait": "true"},
+          json={"field_name": "i", "field_schema": {"type": "integer", "range": True}})
+    check("PUT", "/collections/{collection_name}/index", path_params=d, json={"field_name": "k", "field_schema": "keyword"})
+    check("PUT", "/collections/{collection_name}/index", 400, path_params=d, json={"field_name": "x"})
+    check("GET", "/collections/{collection_name}", path_params=d)
+    check("DELETE", "/collections/{collection_name}/index/{field_name}", path_params={**d, "field_name": "k"})
+    cluster.set_replica_state("docs2", 0, 0, "Dead")
+    check("GET", "/collections/{collection_name}/cluster", path_params=d)
+    check("GET", "/collections/{collection_name}/shards", path_params=d)
+    s = {"collection_name": "tenants"}
+    check("PUT", "/collections/{collection_name}", path_params=s,
+          json={"vectors": {"size": 3, "distance": "Dot"}, "sharding_method": "custom"})
+    check("PUT", "/collections/{collection_name}/shards", path_params=s, json={"shard_key": "eu", "shards_number": 2})
+    check("PUT", "/collections/{collection_name}/shards", path_params=s,
+          json={"shard_key": 7, "replication_factor": 2, "placement": [cluster.nodes[1].peer_id]})
+    check("PUT", "/collections/{collection_name}/shards", 400, path_params=s, json={"shard_key": "eu"})
+    check("PUT", "/collections/{collection_name}/points", path_params=s, params={"wait": "true"},
+          json={"shard_key": "eu", "points": [{"id": 1, "vector": [1.0, 0.0, 0.0]}]})
+    check("PUT", "/collections/{collection_name}/points", 400, path_params=s,
+          json={"points": [{"id": 1, "vector": [1.0, 0.0, 0.0]}]})
+    check("GET", "/collections/{collection_name}/shards", path_params=s)
+    check("GET", "/collections/{collection_name}/cluster", path_params=s)
+    check("POST", "/collections/{collection_name}/shards/delete", path_params=s, json={"shard_key": 7})
+    for level in ("0", "1", "2"):
+        check("GET", "/telemetry", params={"details_level": level})
+
     # and the enabled cluster shape, from the second node
     check.base = cluster.urls[1]
     check("GET", "/cluster")
@@ -205,6 +243,11 @@ SERVED = {
     ("PUT", "/collections/{collection_name}/shards/{shard_id}/snapshots/recover"),
     ("POST", "/collections/{collection_name}/shards/{shard_id}/snapshots/upload"),
     ("POST", "/snapshots"), ("GET", "/snapshots"), ("DELETE", "/snapshots/{snapshot_name}"),
+    ("POST", "/collections/{collection_name}/points/payload"), ("PUT", "/collections/{collection_name}/points/payload"),
+    ("PUT", "/collections/{collection_name}/points/vectors"), ("PUT", "/collections/{collection_name}/index"),
+    ("DELETE", "/collections/{collection_name}/index/{field_name}"), ("GET", "/collections/{collection_name}/shards"),
+    ("PUT", "/collections/{collection_name}/shards"), ("POST", "/collections/{collection_name}/shards/delete"),
+    ("GET", "/telemetry"),
 }
 
 
