@@ -289,16 +289,16 @@ class EmulatorCluster:
         list of point dicts) gives the replica data of its own, e.g. a partial copy."""
         self.nodes[node].state.set_replica_state(collection, shard_id, node, state, points)
 
-    def replica_states(self, collection: str) -> dict[int, dict[int, str]]:
-        """{shard_id: {node index: state}} as consensus sees it."""
-        state = self.nodes[0].state
+    def replica_states(self, collection: str, node: int = 0) -> dict[int, dict[int, str]]:
+        """{shard_id: {node index: state}} as consensus (of `node`'s cluster) sees it."""
+        state = self.nodes[node].state
         found = state.resolve(collection)
         with state.lock:
             return {sid: {n: s.state_of(n) for n in s.replicas} for sid, s in sorted(found.shards.items())}
 
-    def shard_keys(self, collection: str) -> dict[Any, list[int]]:
+    def shard_keys(self, collection: str, node: int = 0) -> dict[Any, list[int]]:
         """{shard key: [shard ids]} of a custom-sharded collection."""
-        state = self.nodes[0].state
+        state = self.nodes[node].state
         with state.lock:
             return dict(state.resolve(collection).key_mapping())
 

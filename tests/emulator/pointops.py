@@ -24,7 +24,7 @@ from tests.emulator.points import (
 )
 
 if TYPE_CHECKING:
-    from tests.emulator.state import Collection, Shard
+    from tests.emulator.model import Collection, Shard
 
 PAYLOAD_BATCH = 32  # PAYLOAD_OP_BATCH_SIZE / VECTOR_OP_BATCH_SIZE: earlier batches stay applied on error
 

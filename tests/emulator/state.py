@@ -1,6 +1,7 @@
-"""What a Qdrant cluster agrees on through consensus: collections, shard placement and shard keys,
-payload indexes, replica states and aliases. Point operations are in pointops.py, recovery in
-recovery.py.
+"""What a Qdrant cluster agrees on through consensus: collections, shard placement, aliases, and
+the views snapshots and GET endpoints are made from. Shard keys, payload indexes and replica
+states are in layout.py, point operations in pointops.py, recovery in recovery.py, the data
+model in model.py.
 
 Every node of a distributed emulator cluster shares one `ClusterState` (the consensus view);
 independent single-node servers each have their own. Replicas of a shard share one point store
@@ -13,132 +14,32 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from tests.emulator.config import (  # noqa: F401 - re-exported for older imports
     DISTANCES,
     PRIORITIES,
     build_config,
-    config_compatible,
     is_custom,
-    strip_nulls,
     update_config,
     validate_collection_name,
 )
-from tests.emulator.errors import ApiError, bad_input, bad_request, collection_not_found, validation_error
-from tests.emulator.pointops import PointOps
-from tests.emulator.points import (  # noqa: F401 - re-exported for older imports
-    field_schema,
-    filter_matches,
-    index_info,
-    indexed_points,
-    normalize_point_id,
-    point_sort_key,
-    shard_for_point,
-    shard_key,
+from tests.emulator.errors import ApiError, bad_input, bad_request, collection_not_found
+from tests.emulator.layout import STANDALONE, LayoutOps  # noqa: F401
+from tests.emulator.model import (  # noqa: F401 - the model, re-exported
+    READABLE,
+    REPLICA_STATES,
+    UPDATABLE,
+    ArchiveData,
+    Collection,
+    Shard,
+    ShardView,
 )
-
-REPLICA_STATES = ("Active", "Dead", "Partial", "Initializing", "Listener", "PartialSnapshot", "Recovery",
-                  "Resharding", "ReshardingScaleDown", "ActiveRead", "ManualRecovery")
-# ReplicaState::is_updatable / is_readable in replica_set_state.rs (v1.19.0)
-UPDATABLE = frozenset({"Active", "Partial", "Initializing", "Listener", "Resharding", "ReshardingScaleDown",
-                       "ActiveRead"})
-READABLE = frozenset({"Active", "ReshardingScaleDown", "ActiveRead"})
-STANDALONE = "Qdrant is running in standalone mode"
+from tests.emulator.pointops import PointOps
+from tests.emulator.points import index_info, indexed_points, point_sort_key
 
 
-@dataclass
-class Shard:
-    """One shard: its replicas (node indexes) with their states, its points and its segment-level
-    payload indexes (what its segments carry, which a shard snapshot takes along)."""
-
-    shard_id: int
-    replicas: list[int]
-    points: dict[Any, dict] = field(default_factory=dict)  # the data of every replica in sync
-    states: dict[int, str] = field(default_factory=dict)  # node -> ReplicaState (missing: Active)
-    own: dict[int, dict[Any, dict]] = field(default_factory=dict)  # node -> data of a diverged replica
-    indexes: dict[str, Any] = field(default_factory=dict)
-    shard_key: str | int | None = None
-
-    def state_of(self, node: int) -> str:
-        return self.states.get(node, "Active")
-
-    def points_on(self, node: int) -> dict[Any, dict]:
-        """What the replica on `node` holds."""
-        return self.own.get(node, self.points)
-
-    def read_points(self, node: int | None) -> dict[Any, dict]:
-        """Reads prefer the node's own replica when it is readable, else an in-sync one."""
-        if node is not None and node in self.replicas and self.state_of(node) in READABLE:
-            return self.points_on(node)
-        return self.points
-
-    def update_stores(self) -> list[dict[Any, dict]]:
-        """Every store a write reaches: the in-sync data and each diverged replica that takes updates."""
-        return [self.points] + [own for node, own in self.own.items() if self.state_of(node) in UPDATABLE]
-
-
-@dataclass
-class Collection:
-    name: str
-    config: dict  # CollectionConfigInternal: params, hnsw_config, optimizer_config, wal_config, ...
-    payload_schema: dict  # consensus-level payload indexes {field: schema} (payload_index.json)
-    shards: dict[int, Shard]
-    synthetic_size: int | None = None  # snapshots of the local shard are generated, this many bytes
-
-    @property
-    def shard_number(self) -> int:
-        return int(self.config["params"]["shard_number"])
-
-    @property
-    def custom(self) -> bool:
-        return is_custom(self.config)
-
-    def points_count(self) -> int:
-        return sum(len(s.points) for s in self.shards.values())
-
-    def key_mapping(self) -> list[tuple[str | int, list[int]]]:
-        """Shard key -> shard ids, ordered by the keys' first shard id."""
-        mapping: dict[Any, list[int]] = {}
-        for sid, shard in sorted(self.shards.items()):
-            if shard.shard_key is not None:
-                mapping.setdefault((type(shard.shard_key).__name__, shard.shard_key), []).append(sid)
-        return [(k[1], ids) for k, ids in sorted(mapping.items(), key=lambda item: item[1][0])]
-
-    def rest_config(self) -> dict:
-        cfg = {key: copy.deepcopy(self.config.get(key)) for key in (
-            "params", "hnsw_config", "optimizer_config", "wal_config", "quantization_config", "strict_mode_config"
-        )}
-        if self.config.get("metadata") is not None:
-            cfg["metadata"] = copy.deepcopy(self.config["metadata"])
-        return cfg
-
-
-@dataclass(frozen=True)
-class ShardView:
-    """One shard as a node snapshots it: a point-in-time copy."""
-
-    replicas: list[int]
-    points: list[dict] | None  # None: no local replica, the archive carries no data
-    states: dict[int, str] = field(default_factory=dict)
-    indexes: dict[str, Any] = field(default_factory=dict)
-    shard_key: str | int | None = None
-
-
-@dataclass(frozen=True)
-class ArchiveData:
-    """What a snapshot archive carries, as recovery needs it."""
-
-    kind: str  # "collection" or "shard"
-    config: dict | None
-    payload_schema: dict
-    shard_points: dict[int, list[dict] | None]  # shard id -> points (None: folder without data)
-    shard_key_mapping: list[tuple[Any, list[int]]] | None = None  # custom sharding only
-    shard_indexes: dict[int, dict] = field(default_factory=dict)  # segment-level indexes per shard
-
-
-class ClusterState(PointOps):
+class ClusterState(PointOps, LayoutOps):
     """Collections, aliases and placement as the cluster's consensus sees them. Thread-safe."""
 
     def __init__(self, node_indexes: list[int], peer_ids: dict[int, int], distributed: bool):
@@ -182,16 +83,6 @@ class ClusterState(PointOps):
             sid: Shard(sid, [nodes[(sid + r) % len(nodes)] for r in range(replicas)])
             for sid in range(shard_number)
         }
-
-    def _even_placement(self, pool: list[int], count: int, replication_factor: int) -> list[list[int]]:
-        """`generate_even_placement`: walk the pool in a cycle. Qdrant shuffles the pool first; the
-        emulator continues the cycle from the previous shard key instead, so runs are repeatable."""
-        per_shard = max(1, min(replication_factor, len(pool)))
-        placement = []
-        for _ in range(count):
-            placement.append([pool[(self._key_cursor + r) % len(pool)] for r in range(per_shard)])
-            self._key_cursor += per_shard
-        return placement
 
     # -- collections ------------------------------------------------------------------------
     def create_collection(self, name: str, body: dict, *, synthetic_size: int | None = None,
@@ -276,124 +167,6 @@ class ClusterState(PointOps):
                     raise bad_request(f"Format error in JSON body: unknown variant `{kind}`")
                 self.commit += 1
             return True
-
-    # -- shard keys (src/common/collections.rs, collection/sharding_keys.rs) -----------------
-    def create_shard_key(self, name: str, body: dict) -> bool:
-        """New shards for a key: ids continue after the highest mapped id (the first key gets 1)."""
-        if not self.distributed:
-            raise ApiError(405, STANDALONE)
-        key = shard_key(body.get("shard_key"))
-        for option in ("shards_number", "replication_factor"):
-            value = body.get(option)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise validation_error("JSON body", f"{option}: value {value} invalid, must be 1 or larger")
-        initial_state = body.get("initial_state")
-        if initial_state is not None and initial_state not in ("Active", "Partial"):
-            raise bad_request(f"Initial state cannot be {initial_state}, only Active or Partial are allowed")
-        with self.lock:
-            collection = self.resolve(name)
-            if not collection.custom:
-                raise bad_request("Shard Key cannot be created with Auto sharding method")
-            if any(k == key and type(k) is type(key) for k, _ in collection.key_mapping()):
-                raise bad_request(f"Sharding key {key} already exists for collection {name}")
-            params = collection.config["params"]
-            count = body.get("shards_number") or int(params["shard_number"])
-            default_rf = 1 if initial_state is not None else int(params.get("replication_factor", 1))
-            placement = body.get("placement")
-            if placement is not None:
-                if not placement:
-                    raise bad_request(f"Sharding key {key} placement cannot be empty. If you want to use random "
-                                      "placement, do not specify placement")
-                by_peer = {peer: node for node, peer in self.peer_ids.items()}
-                for peer in placement:
-                    if peer not in by_peer:
-                        raise bad_request(f"Peer {peer} does not exist")
-                pool = [by_peer[peer] for peer in placement]
-            else:
-                pool = list(self.node_indexes)
-            base = max(collection.shards, default=0) + 1
-            for offset, replicas in enumerate(self._even_placement(pool, count, body.get("replication_factor")
-                                                                   or default_rf)):
-                sid = base + offset
-                collection.shards[sid] = Shard(sid, replicas, shard_key=key,
-                                               states={n: initial_state for n in replicas} if initial_state else {},
-                                               indexes=copy.deepcopy(collection.payload_schema))
-            self.commit += 1
-            return True
-
-    def drop_shard_key(self, name: str, body: dict) -> bool:
-        if not self.distributed:
-            raise ApiError(405, STANDALONE)
-        key = shard_key(body.get("shard_key"))
-        with self.lock:
-            collection = self.resolve(name)
-            if not collection.custom:
-                raise bad_request("Shard Key cannot be created with Auto sharding method")
-            doomed = [sid for sid, s in collection.shards.items() if s.shard_key == key
-                      and type(s.shard_key) is type(key)]
-            if not doomed:
-                raise bad_request(f"Sharding key {key} does not exist for collection {name}")
-            for sid in doomed:
-                del collection.shards[sid]
-            self.commit += 1
-            return True
-
-    def shard_keys(self, name: str) -> dict:
-        """ShardKeysResponse: `shard_keys` only for custom sharding (skipped otherwise)."""
-        with self.lock:
-            collection = self.resolve(name)
-            if not collection.custom:
-                return {}
-            return {"shard_keys": [{"key": key} for key, _ in collection.key_mapping()]}
-
-    # -- payload indexes --------------------------------------------------------------------
-    def create_index(self, name: str, field_name: Any, schema: Any) -> dict:
-        """Registered in consensus, then built on every shard (`do_create_index`)."""
-        if not isinstance(field_name, str) or not field_name:
-            raise bad_request("Json deserialize error: missing field `field_name`")
-        if schema is None:
-            raise bad_request("Can't auto-detect field type, please specify `field_schema` in the request")
-        schema = field_schema(schema)
-        with self.lock:
-            collection = self.resolve(name)
-            collection.payload_schema[field_name] = copy.deepcopy(schema)
-            for shard in collection.shards.values():
-                shard.indexes[field_name] = copy.deepcopy(schema)
-            self.commit += 1
-        return self.next_operation()
-
-    def delete_index(self, name: str, field_name: str) -> dict:
-        with self.lock:
-            collection = self.resolve(name)
-            collection.payload_schema.pop(field_name, None)
-            for shard in collection.shards.values():
-                shard.indexes.pop(field_name, None)
-            self.commit += 1
-        return self.next_operation()
-
-    # -- replica states ---------------------------------------------------------------------
-    def set_replica_state(self, name: str, shard_id: int, node: int, state: str,
-                          points: dict | list | None = None) -> None:
-        """Set what consensus says of one replica. Out of sync states that take no updates (Dead,
-        Recovery, ...) freeze the replica's data as it is now; Active re-syncs it (a finished
-        transfer); `points` gives the replica data of its own (a stale or partial copy)."""
-        if state not in REPLICA_STATES:
-            raise ValueError(f"unknown replica state {state!r}; one of {', '.join(REPLICA_STATES)}")
-        with self.lock:
-            shard = self.get(name).shards.get(shard_id)
-            if shard is None or node not in shard.replicas:
-                raise KeyError(f"node {node} holds no replica of shard {shard_id} of {name!r}")
-            if points is not None:
-                items = points.items() if isinstance(points, dict) else ((p["id"], p) for p in points)
-                shard.own[node] = {normalize_point_id(pid): {"vector": copy.deepcopy(d.get("vector")),
-                                                             "payload": copy.deepcopy(d.get("payload") or {})}
-                                   for pid, d in items}
-            elif state == "Active":
-                shard.own.pop(node, None)
-            elif state not in UPDATABLE and node not in shard.own:
-                shard.own[node] = copy.deepcopy(shard.points)
-            shard.states[node] = state
-            self.commit += 1
 
     # -- views ------------------------------------------------------------------------------
     def snapshot_view(self, collection: Collection, node: int | None = None
