@@ -93,3 +93,28 @@ def telemetry(req: Request) -> Response:
         "app": {"name": "qdrant", "version": node.cluster.version, "startup": started},
         "collections": data,
     }, req.started)
+
+
+METRIC_FAMILIES = (
+    ("snapshot_creation_running", "amount of snapshot creations that are currently running", "gauge",
+     "running_snapshots"),
+    ("snapshot_recovery_running", "amount of snapshot recovery operations currently running", "gauge",
+     "running_snapshot_recovery"),
+    ("snapshot_created_total", "total amount of snapshots created", "counter", "total_snapshot_creations"),
+)
+
+
+@route("GET", "/metrics")
+def metrics(req: Request) -> Response:
+    """Prometheus text: `collections_total` and the per-collection snapshot gauges and counter
+    Qdrant derives from the same telemetry (common/metrics.rs)."""
+    with req.node.state.lock:
+        count = len(req.node.state.collections)
+    lines = ["# HELP collections_total number of collections", "# TYPE collections_total gauge",
+             f"collections_total {count}"]
+    snapshots = req.node.activity.telemetry()
+    for name, help_text, kind, field in METRIC_FAMILIES if snapshots else ():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [f'{name}{{id="{s["id"]}"}} {s[field]}' for s in snapshots]
+    data = ("\n".join(lines) + "\n").encode()
+    return Response(200, data, len(data), "text/plain; version=0.0.4")

@@ -216,6 +216,7 @@ def test_every_json_endpoint_answers_what_the_document_describes(emulator, http)
     check("POST", "/collections/{collection_name}/shards/delete", path_params=s, json={"shard_key": 7})
     for level in ("0", "1", "2"):
         check("GET", "/telemetry", params={"details_level": level})
+    assert 'snapshot_created_total{id="docs"} 3' in check("GET", "/metrics")
 
     # and the enabled cluster shape, from the second node
     check.base = cluster.urls[1]
@@ -247,7 +248,7 @@ SERVED = {
     ("PUT", "/collections/{collection_name}/points/vectors"), ("PUT", "/collections/{collection_name}/index"),
     ("DELETE", "/collections/{collection_name}/index/{field_name}"), ("GET", "/collections/{collection_name}/shards"),
     ("PUT", "/collections/{collection_name}/shards"), ("POST", "/collections/{collection_name}/shards/delete"),
-    ("GET", "/telemetry"),
+    ("GET", "/telemetry"), ("GET", "/metrics"),
 }
 
 

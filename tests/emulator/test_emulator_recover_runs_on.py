@@ -69,6 +69,7 @@ def test_a_recover_runs_on_after_the_client_timed_out(emulator, http):
     # still running: the new collection exists already, empty, its replica recovering
     assert local_states(http, url, "copy") == ["ManualRecovery"]
     assert recovering(http, url, "copy") == 1
+    assert 'snapshot_recovery_running{id="copy"} 1' in http.get(f"{url}/metrics").text.splitlines()
     assert http.post(f"{url}/collections/copy/points/count", json={}).json()["result"]["count"] == 0
     release.set()
     wait_until(lambda: recovering(http, url, "copy") == 0)
