@@ -78,12 +78,23 @@ def _now_option(func):
     )(func)
 
 
-def _clock(now_text: str | None):  # -> qbr.workflow.Clock
+TEST_CLOCK_SWITCH = "QBR_TEST_CLOCK"  # lets tests run apply at a fixed moment; never for real backups
+
+
+def _clock(now_text: str | None, *, command: str = "plan"):  # -> qbr.workflow.Clock
+    import os
+
     from qbr.records import parse_utc
     from qbr.workflow import Clock
 
     if now_text is None:
         return Clock()
+    if command == "apply" and os.environ.get(TEST_CLOCK_SWITCH) != "1":
+        raise click.BadParameter(
+            "apply always runs at the real time, so sets are stamped when their snapshots were taken; "
+            "use --now with qbr plan or qbr status for what-if runs",
+            param_hint="--now",
+        )
     try:
         return Clock(parse_utc(now_text))
     except ValueError:
@@ -175,11 +186,12 @@ def show_command(plan_file, as_json, verbose) -> None:
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 @parallelism_option
 @click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for another apply's lock.")
-@_now_option
-def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, now_text) -> None:
+@click.option("--max-plan-age", default="6h", show_default=True, help="Refuse a saved plan older than this.")
+@click.option("--now", "now_text", default=None, hidden=True)  # tests only, with QBR_TEST_CLOCK=1
+def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
     from qbr.durations import parse_duration
-    from qbr.plan_file import load_plan
+    from qbr.plan_file import check_plan_age, load_plan
     from qbr.render.plan import SYMBOLS, render_plan
     from qbr.transfer import Progress
     from qbr.workflow import apply_locked
@@ -188,8 +200,14 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
         timeout = 0.0 if lock_timeout.strip() in ("0", "0s") else parse_duration(lock_timeout).total_seconds()
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
-    clock = _clock(now_text)
+    try:
+        max_age = parse_duration(max_plan_age)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--max-plan-age") from None
+    clock = _clock(now_text, command="apply")
     saved = load_plan(plan_file) if plan_file else None
+    if saved is not None:
+        check_plan_age(saved, clock(), max_age, plan_file)
     manifest = _load(manifest_file)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if saved is None and not auto_approve and not interactive:
@@ -241,12 +259,14 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
 @manifest_option
 @click.argument("lock_id")
 def force_unlock_command(manifest_file, lock_id) -> None:
-    """Remove the state lock left by a dead apply (its ID is in the lock error)."""
-    from qbr.state_store import StateStore, force_unlock
+    """Remove the locks a dead apply left on the state and repositories (its ID is in the lock error)."""
+    from qbr.locks import force_unlock, lock_targets
+    from qbr.state_store import StateStore, state_lock_target
 
     manifest = _load(manifest_file)
-    held = force_unlock(StateStore(manifest.state), lock_id)
-    click.echo(f"Removed the lock held by {held.holder()}.")
+    targets = lock_targets(manifest, state_lock_target(StateStore(manifest.state)), every_repository=True)
+    for target, held in force_unlock(targets, lock_id):
+        click.echo(f"Removed the lock held by {held.holder()} on {target.where}.")
 
 
 @cli.command("status")

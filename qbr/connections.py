@@ -66,11 +66,13 @@ class Connections:
             if client is None:
                 config = self.manifest.clusters[cluster]
                 timeout = config.timeout.total_seconds() if config.timeout else 30.0
+                long_timeout = config.snapshot_timeout.total_seconds() if config.snapshot_timeout else 3600.0
                 client = QdrantClient(
                     key[1],
                     api_key=config.api_key,
                     cluster=cluster,
                     timeout=timeout,
+                    snapshot_timeout=long_timeout,
                     retries=self._retries,
                     backoff=self._backoff,
                     transport=_BoundedTransport(httpx.HTTPTransport(), self._slots),

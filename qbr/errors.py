@@ -40,6 +40,12 @@ class QdrantError(QbrError):
         self.node = node
 
 
+class OutcomeUnknown(QdrantError):
+    """A request that makes Qdrant work (create, recover, upload) may have reached the node, and its
+    answer was lost: the work may be done, under way, or never started. It is never re-sent blindly;
+    the caller looks at what the node did."""
+
+
 class RepositoryError(QbrError):
     """A backup repository (S3 bucket or local folder) failed a request."""
 

@@ -133,11 +133,14 @@ def _observe_collection(
     points = seed.count_points(name, exact=True)
     replicas: list[ShardReplica] = []
     node_snapshots: list[NodeSnapshot] = []
+    shards: dict[int, Any] = {}
     for node in nodes:
         client = connections.client(cluster, node.url)
         local_ids: list[int] = []
         if distributed:
             view = client.collection_cluster(name)
+            for shard in (view.get("local_shards") or []) + (view.get("remote_shards") or []):
+                shards[int(shard["shard_id"])] = shard.get("shard_key")
             for shard in view.get("local_shards") or []:
                 replicas.append(
                     ShardReplica(int(shard["shard_id"]), node.url, str(shard.get("state")), shard.get("points_count"))
@@ -158,6 +161,7 @@ def _observe_collection(
         aliases=aliases,
         replicas=tuple(sorted(replicas, key=lambda r: (r.shard_id, r.node))),
         node_snapshots=tuple(sorted(node_snapshots, key=lambda s: (s.node, s.shard_id or -1, s.name))),
+        shards=tuple(sorted(shards.items())),
     )
 
 

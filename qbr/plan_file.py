@@ -7,13 +7,16 @@ file. Plans written by earlier versions of format 1 still load.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from qbr.errors import QbrError
+from qbr.durations import format_duration
+from qbr.errors import QbrError, StalePlanError
 from qbr.plan import PLAN_FORMAT_VERSION, Action, Note, Plan, order_actions
+from qbr.records import parse_utc
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.v1.json"
 
@@ -74,3 +77,17 @@ def load_plan(path: str | Path) -> Plan:
 
 def plan_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
+
+
+DEFAULT_MAX_PLAN_AGE = timedelta(hours=6)
+
+
+def check_plan_age(plan: Plan, now: datetime, max_age: timedelta, where: str) -> None:
+    """A saved plan describes the world when it was made; applied much later it would act on a
+    world that moved (and used to stamp its sets with the planning time), so it has a shelf life."""
+    age = now - parse_utc(plan.created)
+    if age > max_age:
+        raise StalePlanError(
+            f"{where} was made {format_duration(age)} ago, longer than the {format_duration(max_age)} a saved plan "
+            "is trusted for (the world has moved since); run qbr plan again, or pass --max-plan-age"
+        )

@@ -95,6 +95,18 @@ class CollectionRecord:
     qdrant_version: str
     copied_in: str  # the set id whose run copied these archives (== this set unless carried over)
     archives: tuple[ArchiveRecord, ...]
+    # The lowest and highest points count seen while its archives were made: a live collection
+    # written to during the backup holds a count in this range, not necessarily points_count.
+    points_range: tuple[int, int] | None = None
+    payload_schema: dict[str, Any] = field(default_factory=dict)  # field -> {data_type, params}: re-created on restore
+    shard_keys: tuple[dict[str, Any], ...] = ()  # custom sharding: ({"key": k, "shard_ids": [...]}, ...)
+
+
+def _points_range(raw: Any) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    low, high = (int(v) for v in raw)
+    return (low, high)
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,7 @@ class SetRecord:
 
     backup: str
     set_id: str
-    created: str  # UTC ISO; the moment the set stands for (the plan's now)
+    created: str  # UTC ISO; the moment the set stands for: when its first snapshot was taken
     cluster: str
     qdrant_version: str
     collections: dict[str, CollectionRecord] = field(default_factory=dict)
@@ -154,6 +166,9 @@ class SetRecord:
                     qdrant_version=str(raw["qdrant_version"]),
                     copied_in=str(raw["copied_in"]),
                     archives=archives,
+                    points_range=_points_range(raw.get("points_range")),
+                    payload_schema=dict(raw.get("payload_schema") or {}),
+                    shard_keys=tuple(dict(k) for k in raw.get("shard_keys") or ()),
                 )
             record = SetRecord(
                 backup=str(data["backup"]),

@@ -49,6 +49,12 @@ class ObservedCollection:
     aliases: tuple[str, ...]
     replicas: tuple[ShardReplica, ...] = ()
     node_snapshots: tuple[NodeSnapshot, ...] = ()
+    # Every shard of a distributed collection as the known nodes report it (their own and the
+    # remote ones), with its shard key under custom sharding; empty on a single node.
+    shards: tuple[tuple[int, Any], ...] = ()
+
+    def shard_ids(self) -> list[int]:
+        return sorted({s for s, _ in self.shards}) or list(range(self.shard_number))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Content-Length and multipart framing on a real socket, and a body cut by a close
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.server
 import io
@@ -22,7 +23,7 @@ import pytest
 import respx
 from werkzeug.wrappers import Request as WerkzeugRequest
 
-from qbr.errors import QbrError, QdrantError
+from qbr.errors import OutcomeUnknown, QbrError, QdrantError
 from qbr.qdrant import (
     NodeRef,
     SnapshotInfo,
@@ -934,15 +935,46 @@ def test_unreachable_node_sentence(api, client):
 
 
 def test_read_timeout_sentence_names_the_snapshot_timeout(api, sleeps):
-    api.post("/collections/docs/snapshots").mock(side_effect=httpx.ReadTimeout("timed out"))
+    route = api.post("/collections/docs/snapshots").mock(side_effect=httpx.ReadTimeout("timed out"))
     c = QdrantClient(URL, cluster="prod", retries=1, backoff=0, snapshot_timeout=7200, sleep=sleeps.append)
-    with pytest.raises(QdrantError) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         c.create_snapshot("docs")
+    # Sent once: Qdrant goes on making the snapshot after the client gives up (issue 10, finding 3).
+    assert route.call_count == 1
     assert str(caught.value) == (
         "Qdrant node http://q0:6333 (cluster 'prod') did not answer POST /collections/docs/snapshots within "
-        "7200 s after 2 attempts; it may still be working on it, so check its logs before retrying, "
+        "7200 s; it may still be working on it, so check its logs before retrying, "
         "or raise the timeout."
     )
+
+
+@pytest.mark.parametrize("fault", [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("peer closed"), 502, 504])
+@pytest.mark.parametrize("call", ["create", "recover", "upload"])
+def test_calls_that_make_qdrant_work_are_never_resent_after_an_ambiguous_failure(api, client, fault, call):
+    method, path = {"create": ("POST", "/collections/docs/snapshots"), "recover": ("PUT", "/collections/docs/snapshots/recover"),
+                    "upload": ("POST", "/collections/docs/snapshots/upload")}[call]
+    route = api.route(method=method, path=path).mock(
+        side_effect=fault if isinstance(fault, Exception) else None,
+        return_value=None if isinstance(fault, Exception) else httpx.Response(fault, text="bad gateway"),
+    )
+    with pytest.raises(OutcomeUnknown):
+        if call == "create":
+            client.create_snapshot("docs")
+        elif call == "recover":
+            client.recover_snapshot("docs", "http://store/archive?X-Amz-Signature=s")
+        else:
+            client.upload_snapshot("docs", lambda: contextlib.nullcontext(iter([b"abc"])), filename="a.snapshot", size=3)
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_create_refused_before_any_work_is_sent_again(api, client, status):
+    route = api.post("/collections/docs/snapshots").mock(side_effect=[
+        httpx.Response(status, json={"status": {"error": "busy"}, "time": 0}),
+        httpx.Response(200, json={"result": {"name": SNAP, "size": 3}, "status": "ok", "time": 0}),
+    ])
+    assert client.create_snapshot("docs").name == SNAP
+    assert route.call_count == 2
 
 
 def test_reset_connection_sentence(api, client):

@@ -13,13 +13,21 @@ upload endpoint, streamed; the uploaded copy Qdrant leaves behind is deleted aft
 from __future__ import annotations
 
 import posixpath
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from qbr import faultpoints
 from qbr.actions import RestoreCollection
 from qbr.apply.context import ActionContext
-from qbr.errors import ChecksumError, PreconditionError, QbrError, QdrantError
+from qbr.apply.target_shape import (
+    compatible,
+    create_collection,
+    ensure_payload_indexes,
+    ensure_shard_keys,
+    shard_holders,
+)
+from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
 
@@ -82,53 +90,40 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         "incomplete": True,
     })
     journal: list[dict[str, Any]] = []
-    direct = len(nodes) == 1 and all(a.kind == "collection" for a in source.archives)
+    direct = not conn.is_distributed(cluster) and all(a.kind == "collection" for a in source.archives)
     if direct:
-        if exists and not _compatible(seed.collection_info(target), source):
+        if exists and not compatible(seed.collection_info(target), source):
             seed.delete_collection(target)  # Qdrant refuses to recover over other vectors or shard counts
         for archive in source.archives:
             _recover(ctx, seed, repo, target, archive, None, p.via)
             journal.append({"archive": archive.key, "node": nodes[0].url})
+        ensure_payload_indexes(seed, target, source)  # a recover into an existing collection keeps its own
     else:
-        if exists and not _compatible(seed.collection_info(target), source):
+        if exists and not compatible(seed.collection_info(target), source):
             seed.delete_collection(target)
             exists = False
         if not exists:
-            replication = max(1, min(_replication_factor(source), len(nodes)))
-            try:
-                seed.create_collection(
-                    target, source.config, shard_number=source.shard_number, replication_factor=replication
-                )
-            except QdrantError as error:
-                # A create whose answer was lost (a timeout) is sent again by the client and meets the
-                # collection it made: 409. One of another shape is still refused.
-                if error.status != 409 or not seed.collection_exists(target):
-                    raise
-                if not _compatible(seed.collection_info(target), source):
-                    raise
-            faultpoints.reached("restore.collection_created")
-        holders = _shard_holders(conn, cluster, nodes, target)
+            create_collection(seed, target, source, len(nodes))
+        shard_map = ensure_shard_keys(seed, target, source, len(nodes))
+        ensure_payload_indexes(seed, target, source)
+        holders = shard_holders(conn, cluster, nodes, target)
         for archive in source.archives:
             if archive.kind == "shard":
-                shard_id = archive.shard_ids[0]
+                shard_id = shard_map.get(archive.shard_ids[0], archive.shard_ids[0])
                 if shard_id not in holders:
                     raise QbrError(f"no node of cluster {cluster} holds shard {shard_id} of collection {target}; it cannot be restored")
                 node = holders[shard_id][0]
                 _recover(ctx, conn.client(cluster, node), repo, target, archive, shard_id, p.via)
                 journal.append({"archive": archive.key, "shard_id": shard_id, "node": node})
             else:
-                wanted = sorted({n for s in archive.shard_ids for n in holders.get(s, [])})
+                wanted = sorted({n for s in archive.shard_ids for n in holders.get(shard_map.get(s, s), [])})
                 for node in wanted:
                     _recover(ctx, conn.client(cluster, node), repo, target, archive, None, p.via)
                     journal.append({"archive": archive.key, "node": node})
     points = seed.count_points(target, exact=True)
-    if points != source.points_count:
-        raise QbrError(
-            f"restored collection {target} on cluster {cluster} has {points} points, but set {p.set_id} recorded "
-            f"{source.points_count}; the restore is not trusted (run qbr verify, then apply again)"
-        )
+    problem = points_problem(points, source, p.set_id, target, cluster)
     faultpoints.reached("restore.before_record")
-    ctx.restore_finished(p.restore, target, {
+    provenance = {
         "backup": p.backup,
         "set_id": p.set_id,
         "copied_in": source.copied_in,
@@ -136,8 +131,31 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         "cluster": cluster,
         "restored_at": utc_iso(ctx.now()),
         "points_count": points,
-    })
+    }
+    if problem is not None:
+        # Recorded, not left "incomplete": restoring the same archive again would give the same
+        # count, so the next plan does not retry it blindly; it warns until a person looks.
+        ctx.restore_finished(p.restore, target, {**provenance, "points_check_failed": problem})
+        raise QbrError(problem)
+    ctx.restore_finished(p.restore, target, provenance)
     return {"journal": {"points": points, "recovered": journal}}
+
+
+def points_problem(points: int, source: CollectionRecord, set_id: str, target: str, cluster: str) -> str | None:
+    """Whether the restored count is one the set explains: its recorded count, or (a collection
+    written to while it was backed up) a count within the range seen around its snapshots."""
+    if points == source.points_count:
+        return None
+    low, high = source.points_range or (source.points_count, source.points_count)
+    if not low <= source.points_count <= high:  # a record that contradicts itself explains nothing
+        low = high = source.points_count
+    if low <= points <= high:
+        return None
+    seen = f"{source.points_count}" if low == high else f"{source.points_count} (between {low} and {high} while it was backed up)"
+    return (
+        f"restored collection {target} on cluster {cluster} has {points} points, but set {set_id} recorded {seen}; "
+        "the restore is not trusted and qbr will not repeat it by itself (run qbr verify; delete the collection to restore it again)"
+    )
 
 
 def _forget_mark_if_untouched(ctx: ActionContext, p: RestoreCollection) -> None:
@@ -154,35 +172,29 @@ def _forget_mark_if_untouched(ctx: ActionContext, p: RestoreCollection) -> None:
     ctx.restore_finished(p.restore, p.target_collection, None)
 
 
-def _replication_factor(source: CollectionRecord) -> int:
-    return int((source.config.get("params") or {}).get("replication_factor") or 1)
-
-
-def _compatible(info: dict[str, Any], source: CollectionRecord) -> bool:
-    """Qdrant recovers over an existing collection only with the same vectors and shard count."""
-    params = (info.get("config") or {}).get("params") or {}
-    wanted = source.config.get("params") or {}
-    return params.get("vectors") == wanted.get("vectors") and int(params.get("shard_number") or 1) == source.shard_number
-
-
-def _shard_holders(conn: Any, cluster: str, nodes: list[Any], collection: str) -> dict[int, list[str]]:
-    holders: dict[int, list[str]] = {}
-    for node in nodes:
-        view = conn.client(cluster, node.url).collection_cluster(collection)
-        for shard in view.get("local_shards") or []:
-            holders.setdefault(int(shard["shard_id"]), []).append(node.url)
-    return {s: sorted(n) for s, n in holders.items()}
-
-
 def _recover(
     ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
 ) -> None:
+    """Recover one archive on one node. Never while a recover of the collection may still run
+    there (an earlier one whose client gave up goes on, and the last to finish wins); a recover
+    whose answer was lost is waited out, then sent once more (the same data again is harmless)."""
     faultpoints.reached("restore.before_recover")
+    for attempt in (1, 2):
+        _wait_for_recoveries(client, collection)
+        try:
+            _send_recover(ctx, client, repo, collection, archive, shard_id, via)
+            return
+        except OutcomeUnknown:
+            if attempt == 2:
+                raise
+
+
+def _send_recover(
+    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
+) -> None:
     if via == "url":
         url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
-        if url is None:
-            via = "upload"
-        else:
+        if url is not None:
             client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256)
             faultpoints.reached("restore.recovered")
             return
@@ -200,6 +212,31 @@ def _recover(
     faultpoints.reached("restore.recovered")
     # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.
     client.delete_snapshot(collection, filename, shard_id=shard_id, missing_ok=True)
+
+
+RECOVERING = frozenset({"ManualRecovery", "Partial", "Recovery", "PartialSnapshot", "Initializing"})
+RECOVERY_POLL_SECONDS = 0.2
+
+
+def _wait_for_recoveries(client: QdrantClient, collection: str) -> None:
+    """Wait while the node says a recover of `collection` runs (telemetry, or its replicas in a
+    recovering state); a sentence when it outlasts the snapshot timeout."""
+    deadline = time.monotonic() + client.snapshot_timeout
+    while True:
+        activity = client.snapshot_activity(collection)
+        running = activity is not None and activity["running_snapshot_recovery"] > 0
+        if not running and client.collection_exists(collection):
+            states = {s.get("state") for s in client.collection_cluster(collection).get("local_shards") or []}
+            running = bool(states & RECOVERING)
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            raise QbrError(
+                f"a recover of collection {collection} is still running on node {client.node} after "
+                f"{client.snapshot_timeout:g} s; qbr does not start a second one (the last to finish would win): "
+                "wait for it, then run qbr apply again"
+            )
+        time.sleep(RECOVERY_POLL_SECONDS)
 
 
 @contextmanager

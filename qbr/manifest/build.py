@@ -47,6 +47,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             rest_port=c.get("rest_port"),
             timeout=parse_duration(c["timeout"]) if "timeout" in c else None,
             discover="nodes" not in c,
+            snapshot_timeout=parse_duration(c["snapshot_timeout"]) if "snapshot_timeout" in c else None,
         )
 
     repositories: dict[str, RepositoryConfig] = {}

@@ -55,6 +55,7 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
             if reason:
                 report(base + sub, reason)
         _check_duration(cluster.get("timeout"), base + ("timeout",), report)
+        _check_duration(cluster.get("snapshot_timeout"), base + ("snapshot_timeout",), report)
 
     for name, repository in repositories.items():
         if isinstance(repository, dict) and isinstance(repository.get("path"), str):

@@ -26,6 +26,7 @@ class ClusterConfig:
     rest_port: int | None
     timeout: timedelta | None
     discover: bool  # only `url` was given: the other nodes come from GET /cluster
+    snapshot_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -193,11 +193,21 @@ def _snapshot_units(
 ) -> list[dict[str, Any]]:
     """Which snapshots cover every shard: one collection snapshot on a single node; otherwise one
     shard snapshot per shard, taken on the least-loaded node holding an active replica of it."""
-    if len(cluster.nodes) == 1:
+    if not cluster.distributed:
         node = cluster.nodes[0].url
-        return [{"node": node, "shard_id": None, "kind": "collection", "shard_ids": list(range(collection.shard_number))}]
+        return [{"node": node, "shard_id": None, "kind": "collection", "shard_ids": collection.shard_ids()}]
     units = []
-    for shard_id in range(collection.shard_number):
+    unlisted = [s for s in collection.shard_ids() if not any(r.shard_id == s for r in collection.replicas)]
+    if unlisted:
+        which = f"shard {unlisted[0]}" if len(unlisted) == 1 else "shards " + ", ".join(map(str, unlisted))
+        draft.refusals.append(
+            f"backup {backup.name}: {which} of collection {collection.name} "
+            f"{'is' if len(unlisted) == 1 else 'are'} held only by nodes the manifest does not list for cluster "
+            f"{backup.cluster}, so a backup would miss {'it' if len(unlisted) == 1 else 'them'}; list every node "
+            "under nodes:, or give only url: so qbr finds them"
+        )
+        return []
+    for shard_id in collection.shard_ids():
         holders = sorted(r.node for r in collection.replicas if r.shard_id == shard_id and r.state == "Active")
         if not holders:
             draft.refusals.append(

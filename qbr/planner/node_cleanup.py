@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from qbr.actions import (
@@ -11,6 +10,7 @@ from qbr.actions import (
 )
 from qbr.plan import Action
 from qbr.planner.draft import Draft
+from qbr.snapshot_names import named_by_qdrant
 from qbr.state import State
 from qbr.world import Observed
 
@@ -47,7 +47,7 @@ def plan_node_snapshot_cleanup(draft: Draft, observed: Observed, state: State) -
             before = set(entry.get("before") or ())
             appeared = sorted(
                 n for n in here - before
-                if (node, collection.name, shard, n) not in named | claimed and _named_by_qdrant(n, collection.name, shard)
+                if (node, collection.name, shard, n) not in named | claimed and named_by_qdrant(n, collection.name, shard)
             )
             if len(appeared) > 1:
                 draft.warnings.append(
@@ -76,11 +76,3 @@ def plan_node_snapshot_cleanup(draft: Draft, observed: Observed, state: State) -
                 )),
             )))
     draft.actions.extend(action for _, action in sorted(cleanups, key=lambda pair: pair[0]))
-
-
-def _named_by_qdrant(name: str, collection: str, shard_id: int | None) -> bool:
-    """Qdrant names the snapshots it makes {collection}-{peer id}-{time}.snapshot, or for one
-    shard {collection}-shard-{id}-{time}.snapshot; an uploaded file keeps its own name."""
-    middle = f"shard-{shard_id}" if shard_id is not None else r"[0-9]+"
-    stamp = r"[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}\.snapshot"
-    return re.fullmatch(re.escape(collection) + "-" + middle + "-" + stamp, name) is not None

@@ -152,6 +152,12 @@ def plan_restore(
                 f"collection {target_name} on cluster {restore.to} from set {source.set_id} "
                 f"collection {source_name} ({human_bytes(source.sizes.get(source_name))})"
             )
+            if exists and known and known.get("points_check_failed") and known.get("set_id") == source.set_id:
+                draft.warnings.append(
+                    f"restore {restore.name}: collection {target_name} on cluster {restore.to}, restored from set "
+                    f"{source.set_id}, did not pass its points check ({known['points_check_failed']})"
+                )
+                continue
             if exists and known and not interrupted and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
                 draft.unchanged.append(
                     Note(group, f"collection {target_name}", f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {source.set_id} holds the same data")

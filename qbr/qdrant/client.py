@@ -72,6 +72,20 @@ class QdrantClient(Transport):
         body = create_body_from_config(config, shard_number=shard_number, replication_factor=replication_factor)
         self._call("PUT", f"/collections/{path_segment(collection)}", what=f"create collection `{collection}`", json_body=body)
 
+    def create_shard_key(self, collection: str, key: Any, *, shards_number: int, replication_factor: int | None = None) -> None:
+        """Create the shards of one shard key (custom sharding): `PUT /collections/{c}/shards`."""
+        body: dict[str, Any] = {"shard_key": key, "shards_number": shards_number}
+        if replication_factor is not None:
+            body["replication_factor"] = replication_factor
+        self._call("PUT", f"/collections/{path_segment(collection)}/shards",
+                   what=f"create shard key {key!r} of collection `{collection}`", json_body=body)
+
+    def create_payload_index(self, collection: str, field_name: str, field_schema: Any) -> None:
+        """Create (or confirm) a payload index: `PUT /collections/{c}/index?wait=true`."""
+        self._call("PUT", f"/collections/{path_segment(collection)}/index",
+                   what=f"index payload field `{field_name}` of collection `{collection}`",
+                   params={"wait": "true"}, json_body={"field_name": field_name, "field_schema": field_schema})
+
     def delete_collection(self, collection: str) -> None:
         self._call("DELETE", f"/collections/{path_segment(collection)}", what=f"delete collection `{collection}`")
 
@@ -111,12 +125,26 @@ class QdrantClient(Transport):
         path = self._snapshots_path(collection, shard_id)
         result = self._call(
             "POST", path, what=f"create a snapshot of {self._subject(collection, shard_id)}",
-            params={"wait": query_flag(wait)}, snapshot=True,
+            params={"wait": query_flag(wait)}, snapshot=True, once=True,
         )
         if result is None:
             return None
         with self._parsing("POST", path):
             return SnapshotInfo.from_api(result)
+
+    def snapshot_activity(self, collection: str) -> dict[str, int] | None:
+        """This node's snapshot counters for a collection (`GET /telemetry`, details_level 2):
+        running_snapshots, running_snapshot_recovery, total_snapshot_creations; None when the
+        node will not tell (no telemetry rights, an older Qdrant)."""
+        try:
+            result = self._call("GET", "/telemetry", what="read telemetry", params={"details_level": "2"})
+        except QdrantError:
+            return None
+        entries = (((result or {}).get("collections") or {}).get("snapshots")) or []
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("id") == collection:
+                return {k: int(entry.get(k) or 0) for k in ("running_snapshots", "running_snapshot_recovery", "total_snapshot_creations")}
+        return {"running_snapshots": 0, "running_snapshot_recovery": 0, "total_snapshot_creations": 0}
 
     def list_snapshots(self, collection: str, *, shard_id: int | None = None) -> list[SnapshotInfo]:
         path = self._snapshots_path(collection, shard_id)
@@ -183,7 +211,7 @@ class QdrantClient(Transport):
             chunks = stack.enter_context(open_archive())
             return multipart_body(boundary, filename, chunks, size, mismatch)
 
-        response = self._send("POST", path, what=what, params=params, headers=headers, body=body, snapshot=True)
+        response = self._send("POST", path, what=what, params=params, headers=headers, body=body, snapshot=True, once=True)
         self._result(response, "POST", path, envelope=True)
 
     def recover_snapshot(
@@ -217,7 +245,7 @@ class QdrantClient(Transport):
             hidden.append((api_key, "***"))
         self._call(
             "PUT", path, what=f"recover {self._subject(collection, shard_id)} from {source}",
-            params={"wait": query_flag(wait)}, json_body=body, snapshot=True, hidden=hidden,
+            params={"wait": query_flag(wait)}, json_body=body, snapshot=True, hidden=hidden, once=True,
         )
 
     # ---------------------------------------------------------------- internals: paths and shapes

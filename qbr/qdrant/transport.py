@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from qbr import __version__
-from qbr.errors import QdrantError
+from qbr.errors import OutcomeUnknown, QdrantError
 from qbr.qdrant.shapes import TransferInterrupted, display_url
 from qbr.qdrant.streams import SnapshotStream
 from qbr.redact import redact
@@ -171,8 +171,10 @@ class Transport:
         snapshot: bool = False,
         envelope: bool = True,
         hidden: list[tuple[str, str]] | None = None,
+        once: bool = False,
     ) -> Any:
-        """One JSON request with retries; returns the envelope's `result` (None when accepted)."""
+        """One JSON request with retries (see `_send` for `once`); returns the envelope's `result`
+        (None when accepted)."""
         content = None
         headers = None
         if json_body is not None:
@@ -181,7 +183,7 @@ class Transport:
         response = self._send(
             method, path, what=what, params=params, headers=headers,
             body=(lambda stack: content) if content is not None else None,
-            snapshot=snapshot, hidden=hidden,
+            snapshot=snapshot, hidden=hidden, once=once,
         )
         return self._result(response, method, path, envelope=envelope)
 
@@ -214,8 +216,13 @@ class Transport:
         snapshot: bool = False,
         stream: bool = False,
         hidden: list[tuple[str, str]] | None = None,
+        once: bool = False,
     ) -> httpx.Response:
-        """Send with retries; return a 2xx response (open if `stream`) or raise QdrantError."""
+        """Send with retries; return a 2xx response (open if `stream`) or raise QdrantError.
+
+        `once`: the request makes Qdrant do work that goes on after the client gives up (its
+        handlers run detached), so it is re-sent only when it surely never reached Qdrant (the
+        connection was refused, or 429); any other failure raises OutcomeUnknown."""
         attempts = self.retries + 1
         timeout = httpx.Timeout(self.snapshot_timeout if snapshot else self.timeout, connect=CONNECT_TIMEOUT)
         for attempt in range(1, attempts + 1):
@@ -227,6 +234,9 @@ class Transport:
                     )
                     response = self._client.send(request, stream=stream)
             except httpx.TransportError as exc:
+                if once and not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    error = self._transport_error(exc, method, path, what, attempt, snapshot, hidden)
+                    raise OutcomeUnknown(str(error), status=None, node=self.node) from None
                 if attempt < attempts and _retryable_transport(exc):
                     self._pause(attempt, None, f"{method} {path}", _transport_reason(exc))
                     continue
@@ -239,6 +249,13 @@ class Transport:
             if 200 <= status < 300:
                 return response
             retryable = RETRY_STATUSES_READ if method == "GET" else RETRY_STATUSES
+            if once and status in retryable and status not in (429, 503):  # refused before any work
+                response.close()
+                raise OutcomeUnknown(
+                    self._scrub(f"{self._where} answered {status} to {method} {path}, so whether it went on to "
+                                f"{what} is unknown", hidden),
+                    status=status, node=self.node,
+                )
             if status in retryable and attempt < attempts:
                 retry_after = response.headers.get("retry-after")
                 response.close()

@@ -18,7 +18,8 @@ from qbr.cli import cli
 from tests.qdrant_testing import TestingClient as QdrantClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FAST_RETRIES = {"QBR_HTTP_BACKOFF": "0.01", "QBR_HTTP_RETRIES": "3"}
+# Fast retries, and apply --now allowed (a test-only switch: real applies run at the real time).
+FAST_RETRIES = {"QBR_HTTP_BACKOFF": "0.01", "QBR_HTTP_RETRIES": "3", "QBR_TEST_CLOCK": "1"}
 
 
 @dataclass

@@ -160,21 +160,21 @@ def test_a_saved_plan_made_stale_by_another_apply_is_refused_and_a_fresh_one_app
     shown = qbr("show", "stale.json", cwd=tmp_path)
     assert "+ set" in shown.stdout and "Plan: 2 to create" in shown.stdout
     assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
-    refused = qbr("apply", "stale.json", cwd=tmp_path)
+    refused = qbr("apply", "stale.json", "--now", T0, cwd=tmp_path)  # young enough: the serial is what refuses it
     assert refused.exit_code == 1
     assert "the state changed since this plan was made" in refused.stderr and "run qbr plan again" in refused.stderr
     assert "Traceback" not in refused.output
 
     fresh = qbr("plan", "-o", "fresh.json", "--now", "2026-11-21T09:30:00Z", cwd=tmp_path)
     assert fresh.exit_code == 0
-    applied = qbr("apply", "fresh.json", cwd=tmp_path)
+    applied = qbr("apply", "fresh.json", "--now", "2026-11-21T09:31:00Z", cwd=tmp_path)
     assert applied.exit_code == 0, applied.output
     assert len(list((tmp_path / "backups" / "sets" / "nightly").iterdir())) == 2
 
     (tmp_path / "qbr.yaml").write_text((tmp_path / "qbr.yaml").read_text().replace("rpo: 1h", "rpo: 2h"))
     qbr("plan", "-o", "edited.json", "--now", "2026-11-22T09:30:00Z", cwd=tmp_path)
     (tmp_path / "qbr.yaml").write_text((tmp_path / "qbr.yaml").read_text().replace("rpo: 2h", "rpo: 3h"))
-    changed = qbr("apply", "edited.json", cwd=tmp_path)
+    changed = qbr("apply", "edited.json", "--now", "2026-11-22T09:31:00Z", cwd=tmp_path)
     assert changed.exit_code == 1 and "manifest" in changed.stderr and "changed since this plan" in changed.stderr
 
 

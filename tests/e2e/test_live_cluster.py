@@ -4,7 +4,12 @@ payload indexes, one listed node of a distributed cluster, saved plans applied l
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
+
+import httpx
 
 from qbr.manifest import DEFAULT_MANIFEST_PATH, load_manifest
 from qbr.repository import open_local_repository
@@ -17,14 +22,15 @@ T1 = "2026-11-21T10:00:00Z"  # past a 1h rpo
 T2 = "2026-11-21T12:00:00Z"
 
 
-def backup_and_replica(source, target, folder: Path, *, backup_extra: str = "") -> None:
+def backup_and_replica(source, target, folder: Path, *, backup_extra: str = "", repo: str = "{path: ./repo}",
+                       prod_extra: str = "") -> None:
     write_manifest(folder, f"""
 version: 1
 clusters:
-  prod: {{url: "{source.urls[0]}"}}
+  prod: {{url: "{source.urls[0]}"{prod_extra}}}
   dr: {{url: "{target.urls[0]}"}}
 repositories:
-  main: {{path: ./repo}}
+  main: {repo}
 backups:
   nightly:
     cluster: prod
@@ -100,3 +106,235 @@ def test_only_changed_says_what_it_compared_and_a_reference_older_than_max_refer
     assert "past max_reference_age 3h" in late.stdout, late.stdout
     assert qbr("apply", "--auto-approve", "--now", T2, cwd=tmp_path).exit_code == 0
     assert payload_tags(target.urls[0], "docs") == {"v2"}
+
+
+# ---------------------------------------------------------------- finding 2: writes during a backup
+
+
+def _write_when(cluster, method: str, path: str, action) -> threading.Thread:
+    """Run `action` as soon as `cluster` has received a request (`method`, `path` regex)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while cluster.count_requests(method=method, path=path) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_write_between_the_count_and_the_snapshot_does_not_make_the_set_unrestorable(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path)
+    # The snapshot request waits a moment before Qdrant takes its view; 5 points land meanwhile.
+    source.nodes[0].faults.add(method="POST", path=r"/collections/docs/snapshots$", latency=0.6)
+    writer = _write_when(source, "POST", r"/collections/docs/snapshots$",
+                         lambda: make_collection(source.urls[0], "docs", points=5, start=10))
+    first = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    writer.join(5)
+    assert first.exit_code == 0, first.output
+    assert len(all_points(target.urls[0], "docs")) == 15  # the archive holds the write
+    record = read_sets_of(tmp_path)[0]["collections"]["docs"]
+    assert record["points_range"] == [10, 15]
+    again = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert again.exit_code == 0 and "No changes" in again.stdout, again.output
+
+
+def test_a_count_the_record_cannot_explain_fails_once_and_is_not_retried_blindly(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path)
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
+    # A set whose record disagrees with its archive (edited, or made by a buggy writer).
+    sets = tmp_path / "repo" / "sets" / "nightly"
+    [path] = sets.iterdir()
+    data = json.loads(path.read_text())
+    data["set_id"] = "20261121T090000Z"
+    data["created"] = "2026-11-21T09:00:00Z"
+    data["collections"]["docs"]["points_count"] = 99
+    data["collections"]["docs"]["points_range"] = [99, 99]
+    data["collections"]["docs"]["copied_in"] = "20261121T090000Z"
+    (sets / "20261121T090000Z.json").write_text(json.dumps(data))
+    failed = qbr("apply", "--auto-approve", "--now", "2026-11-21T09:30:00Z", cwd=tmp_path)
+    assert failed.exit_code == 1
+    assert "has 10 points, but set 20261121T090000Z recorded 99" in failed.output
+    after = qbr("plan", "--now", "2026-11-21T09:40:00Z", cwd=tmp_path)
+    assert after.exit_code == 0 and "No changes" in after.stdout, after.output
+    assert "did not pass its points check" in after.stdout
+
+
+# ---------------------------------------------------------------- finding 3: answers lost after the work
+
+
+def _node_snapshots(cluster, collection: str) -> list[str]:
+    with QdrantClient(cluster.urls[0]) as client:
+        return [s.name for s in client.list_snapshots(collection)]
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_and_no_snapshot_is_left_on_the_node(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path)
+    source.nodes[0].faults.add(method="POST", path=r"/collections/docs/snapshots$", after_work="reset")
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert source.count_requests(method="POST", path=r"^/collections/docs/snapshots$") == 1
+    assert _node_snapshots(source, "docs") == []  # the one Qdrant made was adopted, stored, deleted
+    assert len(all_points(target.urls[0], "docs")) == 10
+
+
+def test_a_create_whose_answer_hangs_past_the_timeout_is_adopted(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path, prod_extra=", snapshot_timeout: 1s")
+    source.nodes[0].faults.add(method="POST", path=r"/collections/docs/snapshots$", after_work="hang", hold=3.0)
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert source.count_requests(method="POST", path=r"^/collections/docs/snapshots$") == 1
+    assert _node_snapshots(source, "docs") == []
+
+
+def test_a_recover_whose_answer_was_lost_is_waited_out_and_never_overlapped(emulator, tmp_path, s3_bucket):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    endpoint, bucket = s3_bucket
+    backup_and_replica(source, target, tmp_path,
+                       repo=f'{{s3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}}}')
+    overlaps: list[int] = []
+    target.nodes[0].recover_latency = 1.0
+    target.nodes[0].during_recover(lambda node, collection, shard: overlaps.append(
+        node.activity.telemetry()[0]["running_snapshot_recovery"]), times=None)
+    target.nodes[0].faults.add(method="PUT", path=r"/collections/docs/snapshots/recover$", after_work="reset")
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert overlaps and max(overlaps) == 1  # never two recovers of docs at once
+    assert len(all_points(target.urls[0], "docs")) == 10
+
+
+# ---------------------------------------------------------------- finding 6: one listed node of a distributed cluster
+
+
+def test_one_listed_node_of_a_distributed_cluster_is_refused_in_one_sentence(emulator, tmp_path):
+    source = emulator(nodes=3)
+    make_collection(source.urls[0], "docs", points=60, shards=3)
+    write_manifest(tmp_path, f"""
+version: 1
+clusters:
+  prod: {{nodes: ["{source.urls[0]}"]}}
+repositories:
+  main: {{path: ./repo}}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+""")
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, run.stderr
+    assert "held only by nodes the manifest does not list" in errors[0] and "shard" in errors[0]
+    assert not (tmp_path / "repo" / "sets").exists()
+
+
+def test_a_distributed_cluster_with_every_node_listed_is_backed_up_shard_by_shard(emulator, tmp_path):
+    source = emulator(nodes=3)
+    make_collection(source.urls[0], "docs", points=60, shards=3)
+    nodes = ", ".join(f'"{u}"' for u in source.urls)
+    write_manifest(tmp_path, f"""
+version: 1
+clusters:
+  prod: {{nodes: [{nodes}]}}
+repositories:
+  main: {{path: ./repo}}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+""")
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    archives = read_sets_of(tmp_path)[0]["collections"]["docs"]["archives"]
+    assert sorted(a["shard_ids"] for a in archives) == [[0], [1], [2]] and {a["kind"] for a in archives} == {"shard"}
+
+
+# ---------------------------------------------------------------- findings 4 and 5: shard keys, payload indexes
+
+
+def _restore_only(source, target, folder: Path) -> None:
+    write_manifest(folder, f"""
+version: 1
+clusters:
+  prod: {{url: "{source.urls[0]}"}}
+  dr: {{url: "{target.urls[0]}"}}
+repositories:
+  main: {{path: ./repo}}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+restores:
+  replica: {{from: nightly, to: dr, if_exists: replace}}
+""")
+
+
+def _custom_sharded(url: str) -> None:
+    """docs with custom sharding: key eu on 2 shards, key us on 1, 10 points under each key."""
+    with httpx.Client(base_url=url) as http:
+        http.put("/collections/docs", json={"vectors": {"size": 4, "distance": "Cosine"}, "sharding_method": "custom"}).raise_for_status()
+        http.put("/collections/docs/shards", json={"shard_key": "eu", "shards_number": 2}).raise_for_status()
+        http.put("/collections/docs/shards", json={"shard_key": "us"}).raise_for_status()
+        for key, start in (("eu", 0), ("us", 100)):
+            points = [{"id": i, "vector": [0.1, 0.2, 0.3, float(i % 7)], "payload": {"key": key}} for i in range(start, start + 10)]
+            http.put("/collections/docs/points?wait=true", json={"points": points, "shard_key": key}).raise_for_status()
+
+
+def test_custom_sharding_is_backed_up_whole_and_restored_with_its_shard_keys(emulator, tmp_path):
+    source, target = emulator(nodes=3), emulator(nodes=2)
+    _custom_sharded(source.urls[0])
+    _restore_only(source, target, tmp_path)
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    record = read_sets_of(tmp_path)[0]["collections"]["docs"]
+    assert sorted(a["shard_ids"][0] for a in record["archives"]) == sorted(s for ids in source.shard_keys("docs").values() for s in ids)
+    assert {k["key"]: len(k["shard_ids"]) for k in record["shard_keys"]} == {"eu": 2, "us": 1}
+    assert {k: len(v) for k, v in target.shard_keys("docs").items()} == {"eu": 2, "us": 1}
+    restored = all_points(target.urls[0], "docs")
+    assert len(restored) == 20 and {p["key"] for _, p in restored.values()} == {"eu", "us"}
+
+
+def test_payload_indexes_are_recorded_and_recreated_before_the_data(emulator, tmp_path):
+    source, target = emulator(nodes=3), emulator(nodes=2)
+    make_collection(source.urls[0], "docs", points=30, shards=3)
+    with httpx.Client(base_url=source.urls[0]) as http:
+        http.put("/collections/docs/index?wait=true", json={"field_name": "tag", "field_schema": "keyword"}).raise_for_status()
+        http.put("/collections/docs/index?wait=true",
+                 json={"field_name": "name", "field_schema": {"type": "text", "tokenizer": "word"}}).raise_for_status()
+    _restore_only(source, target, tmp_path)
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    schema = read_sets_of(tmp_path)[0]["collections"]["docs"]["payload_schema"]
+    assert schema["tag"]["data_type"] == "keyword" and schema["name"]["params"]["type"] == "text"
+    assert set(target.payload_indexes("docs")) == {"tag", "name"}
+    assert len(all_points(target.urls[0], "docs")) == 30
+
+
+# ---------------------------------------------------------------- finding 9: saved plans applied late
+
+
+def test_a_saved_plan_stamps_its_set_with_the_snapshot_time_and_has_a_shelf_life(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path)
+    assert qbr("plan", "-o", "plan.json", "--now", T0, cwd=tmp_path).exit_code == 0
+    too_late = qbr("apply", "plan.json", "--now", "2026-11-21T15:00:00Z", cwd=tmp_path)
+    assert too_late.exit_code == 1 and "was made 7h ago, longer than the 6h a saved plan is trusted for" in too_late.stderr
+    assert not (tmp_path / "repo" / "sets").exists()
+    applied = qbr("apply", "plan.json", "--now", "2026-11-21T11:00:00Z", cwd=tmp_path)
+    assert applied.exit_code == 0, applied.output
+    [record] = read_sets_of(tmp_path)
+    assert record["set_id"] == "20261121T080000Z" and record["created"] == "2026-11-21T11:00:00Z"
+
+
+def test_apply_refuses_now_without_the_test_switch(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    backup_and_replica(source, target, tmp_path)
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path, env={"QBR_TEST_CLOCK": "0"})
+    assert run.exit_code == 1 and "apply always runs at the real time" in run.stderr
+    assert "--now" not in qbr("apply", "--help", cwd=tmp_path).stdout
