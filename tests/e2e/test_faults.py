@@ -582,6 +582,17 @@ TRANSIENT = [
     # The create lands on the server after the client gave up; the retry, sent later, meets 409.
     Case("create-collection-timeout", "qdrant create collection", "timeout",
          q("target", "PUT", r"^/collections/docs$", latency=1.2), env={"QBR_HTTP_BACKOFF": "1.0"}),
+    # Answers lost after the work was done (the node made the snapshot, recovered, created...):
+    # qbr looks at what the node did and adopts it, never asks twice blindly.
+    Case("create-snapshot-lost", "qdrant create snapshot", "lost after work", q("source", "POST", SNAP + "$", after_work="reset")),
+    Case("delete-snapshot-lost", "qdrant delete snapshot", "lost after work", q("source", "DELETE", ARCHIVE, after_work="reset")),
+    Case("upload-lost", "qdrant upload snapshot", "lost after work", q("target", "POST", SNAP + "/upload$", after_work="reset")),
+    Case("recover-lost", "qdrant recover snapshot", "lost after work", q("target", "PUT", SNAP + "/recover$", after_work="reset"),
+         repo="s3"),
+    Case("create-collection-lost", "qdrant create collection", "lost after work",
+         q("target", "PUT", r"^/collections/docs$", after_work="reset")),
+    Case("aliases-update-lost", "qdrant update aliases", "lost after work",
+         q("target", "POST", r"^/collections/aliases$", after_work="reset")),
     # S3 through the proxy (botocore's standard retries): 5xx, SlowDown, resets, a cut body.
     Case("s3-list-500", "s3 list", "s3 500", s3(r"^GET /[^/?]+\?list-type=2", status=500, code="InternalError")),
     Case("s3-list-uploads-503", "s3 list uploads", "s3 slowdown", s3(r"^GET /[^/?]+\?uploads", status=503, code="SlowDown")),
