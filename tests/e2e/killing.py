@@ -268,14 +268,27 @@ def recovery_world(bed: Bed) -> World:
     return world
 
 
+SNAPSHOT_LATENCY = 0.4  # seconds each snapshot takes on a slow node, so a timed kill lands inside one
+
+
+def slow_snapshot_world(bed: Bed) -> World:
+    """The backup world on nodes that take a while to make each snapshot: a kill lands after the
+    create was sent, while Qdrant works on; Qdrant finishes it after qbr is gone."""
+    world = backup_world(bed)
+    for node in world.clusters["prod"].nodes:
+        node.snapshot_latency = SNAPSHOT_LATENCY
+    return world
+
+
 SCENARIOS: dict[str, Callable[[Bed], World]] = {
     "backup": backup_world,
+    "slow-snapshots": slow_snapshot_world,
     "retention": retention_world,
     "restore": restore_world,
     "recovery": recovery_world,
 }
 #: Scenarios whose uninterrupted run leaves the same world as another's (recovery ends as backup does).
-SAME_END_AS = {"recovery": "backup"}
+SAME_END_AS = {"recovery": "backup", "slow-snapshots": "backup"}
 
 
 # ---------------------------------------------------------------- what a world looks like

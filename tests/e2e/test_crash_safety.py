@@ -33,6 +33,8 @@ SAMPLE = [
     ("backup", "s3.part_uploaded", 1, 0.0),  # mid multipart upload: a pending upload stays behind
     ("backup", "local.chunk_written", 12, 0.0),  # mid write of a local temp file
     ("backup", "set.written", 1, 0.0),  # one backup's set committed, the other's not
+    # the same on nodes slow to make snapshots: killed while Qdrant works on a create it was sent
+    ("slow-snapshots", "snapshot.before_create", 2, 0.15),
     # retention keep_last 1 deleting three sets and their archives
     ("retention", "set.deleted", 2, 0.0),
     ("retention", "archive.before_delete", 2, 0.0),
