@@ -338,3 +338,24 @@ def test_apply_refuses_now_without_the_test_switch(emulator, tmp_path):
     run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path, env={"QBR_TEST_CLOCK": "0"})
     assert run.exit_code == 1 and "apply always runs at the real time" in run.stderr
     assert "--now" not in qbr("apply", "--help", cwd=tmp_path).stdout
+
+
+def test_replicas_backup_reads_an_active_one_and_restore_keeps_the_replication_factor(emulator, tmp_path):
+    source, target = emulator(nodes=3), emulator(nodes=2)
+    with httpx.Client(base_url=source.urls[0]) as http:
+        http.put("/collections/docs", json={"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 2,
+                                            "replication_factor": 2}).raise_for_status()
+    make_collection(source.urls[0], "docs", points=20)
+    # Every replica of shard 0 but one goes Dead and then misses an update: only the Active one is current.
+    holders = sorted(n for n, state in source.replica_states("docs")[0].items())
+    source.set_replica_state("docs", 0, holders[0], "Dead")
+    with QdrantClient(source.urls[0]) as client:
+        upsert(client, "docs", range(20), tag="v2")
+    _restore_only(source, target, tmp_path)
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    archives = {a["shard_ids"][0]: a["node"] for a in read_sets_of(tmp_path)[0]["collections"]["docs"]["archives"]}
+    assert archives[0] == source.urls[holders[1]]  # not the Dead replica's node
+    assert payload_tags(target.urls[0], "docs") == {"v2"}
+    with QdrantClient(target.urls[0]) as client:
+        assert client.collection_info("docs")["config"]["params"]["replication_factor"] == 2
