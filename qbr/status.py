@@ -44,6 +44,7 @@ class RestoreTarget:
     restored_at: str | None
     points_count: int | None
     incomplete: bool = False
+    points_check_failed: str | None = None  # the restore's count did not match its set (qbr does not retry it)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
                 restored_at=entry.get("restored_at"),
                 points_count=entry.get("points_count"),
                 incomplete=bool(entry.get("incomplete")),
+                points_check_failed=entry.get("points_check_failed"),
             )
             for name, entry in sorted(targets.items())
         )

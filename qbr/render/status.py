@@ -27,6 +27,9 @@ def render_status(report: StatusReport) -> str:
                     "did not finish; the next apply restores it again"
                 )
                 continue
+            if t.points_check_failed:
+                lines.append(f"    {t.collection} on {t.cluster}: NOT TRUSTED: {t.points_check_failed}")
+                continue
             lines.append(
                 f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
                 f"restored {t.restored_at} ({t.points_count} points)"

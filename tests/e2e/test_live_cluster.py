@@ -164,6 +164,8 @@ def test_a_count_the_record_cannot_explain_fails_once_and_is_not_retried_blindly
     after = qbr("plan", "--now", "2026-11-21T09:40:00Z", cwd=tmp_path)
     assert after.exit_code == 0 and "No changes" in after.stdout, after.output
     assert "did not pass its points check" in after.stdout
+    status = qbr("status", "--now", "2026-11-21T09:40:00Z", cwd=tmp_path)
+    assert "docs on dr: NOT TRUSTED: restored collection docs on cluster dr has 10 points" in status.stdout
 
 
 # ---------------------------------------------------------------- finding 3: answers lost after the work
