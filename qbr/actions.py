@@ -8,7 +8,7 @@ field is missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from qbr.errors import QbrError
@@ -27,6 +27,10 @@ class CopyArchive:
     shard_id: int | None
     kind: str  # collection | shard
     shard_ids: tuple[int, ...]
+    # The nodes write snapshots to S3 themselves (one bucket for every node), and with
+    # server_side the repository is on that store: the archive is copied inside S3.
+    snapshot_store: bool = False
+    server_side: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ def params_of(kind: str, params: dict[str, Any], action_id: str) -> Any:
         if f.name not in params:
             if f.name == "record" and kind == "delete_node_snapshot":  # plans from before the record field
                 values["record"] = {k: params.get(k) for k in ("cluster", "node", "collection", "shard_id", "name")}
+                continue
+            if f.default is not MISSING:  # a field added later: plans written before it mean its default
                 continue
             raise QbrError(f"action {action_id} lacks the parameter {f.name}; run qbr plan again")
         value = params[f.name]

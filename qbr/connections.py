@@ -17,6 +17,7 @@ from qbr.manifest import Manifest, RepositoryConfig
 from qbr.qdrant import NodeRef, QdrantClient, rest_urls_from_cluster
 from qbr.repository import open_local_repository, open_s3_repository
 from qbr.repository.base import Repository
+from qbr.repository.server_side import ServerSideCopier
 
 
 class _BoundedTransport(httpx.BaseTransport):
@@ -55,6 +56,7 @@ class Connections:
         self._nodes: dict[str, list[NodeRef]] = {}
         self._distributed: dict[str, bool] = {}
         self._repositories: dict[str, Repository] = {}
+        self._copiers: dict[str, ServerSideCopier] = {}
         # Tuning knobs for slow links and for tests (retry backoff in seconds).
         self._backoff = _env_float("QBR_HTTP_BACKOFF", 0.5)
         self._retries = int(_env_float("QBR_HTTP_RETRIES", 4))
@@ -112,6 +114,16 @@ class Connections:
                 repo = open_repository(self.manifest.repositories[name])
                 self._repositories[name] = repo
             return repo
+
+    def copier(self, cluster: str) -> ServerSideCopier:
+        """S3 copies for a cluster whose nodes write snapshots to S3 (on that store's endpoint)."""
+        store = self.manifest.clusters[cluster].snapshot_storage
+        assert store is not None
+        with self._lock:
+            copier = self._copiers.get(cluster)
+            if copier is None:
+                copier = self._copiers[cluster] = ServerSideCopier(store.endpoint_url, store.region)
+            return copier
 
     def can_presign(self, name: str) -> bool:
         return self.manifest.repositories[name].kind == "s3"

@@ -80,6 +80,9 @@ class ArchiveRecord:
     shard_ids: tuple[int, ...]
     node: str  # REST URL of the node that made the snapshot
     points_count: int | None = None
+    # sha256 is "" when nobody computed it (an archive copied inside S3): the store's etag then
+    # stands for its integrity, and verify computes the hash when it reads the archive.
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class SetRecord:
                         shard_ids=tuple(int(s) for s in a["shard_ids"]),
                         node=str(a["node"]),
                         points_count=None if a.get("points_count") is None else int(a["points_count"]),
+                        etag=a.get("etag"),
                     )
                     for a in raw["archives"]
                 )

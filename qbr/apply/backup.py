@@ -13,6 +13,7 @@ from typing import Any
 
 from qbr import __version__, faultpoints
 from qbr.actions import CommitSet, CopyArchive
+from qbr.apply import snapshot_store
 from qbr.apply.context import ActionContext
 from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.records import (
@@ -56,17 +57,27 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         shard_points = next((s.get("points_count") for s in view.get("local_shards") or [] if s["shard_id"] == p.shard_id), None)
         shard_keys = {str(s["shard_id"]): s["shard_key"] for s in (view.get("local_shards") or []) + (view.get("remote_shards") or [])
                       if s.get("shard_key") is not None}
-    with ctx.snapshot_lock(p.node, p.collection, p.shard_id):
+    # Shard snapshot names carry no peer id: on a shared snapshot store two nodes snapshotting
+    # one shard id in the same second would write one key, so that shard goes one at a time.
+    lock_node = "*" if p.snapshot_store and p.shard_id is not None else p.node
+    etag: str | None = None
+    with ctx.snapshot_lock(lock_node, p.collection, p.shard_id):
         info = client.collection_info(p.collection)
         config = dict(info.get("config") or {})
         before = client.count_points(p.collection, exact=True)
         taken_at = utc_iso(ctx.now())
         snapshot = _make_snapshot(ctx, p, client)
         after = client.count_points(p.collection, exact=True)
-        digest, key = _store_snapshot(ctx, p, client, snapshot)
+        landed = snapshot_store.locate(ctx, p, snapshot) if p.snapshot_store else None
+        if p.server_side and landed is not None:
+            size, etag, key = snapshot_store.copy_in(ctx, p, client, snapshot, landed)
+            digest = Digest(size=size, sha256=None)
+        else:
+            digest, key = _store_snapshot(ctx, p, client, snapshot)
     archive = ArchiveRecord(
         key=key,
         size=digest.size,
+        etag=etag,
         sha256=digest.sha256 or "",
         kind=p.kind,
         shard_ids=tuple(p.shard_ids),
@@ -81,7 +92,7 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         "config": config,
         "payload_schema": _index_schema(info.get("payload_schema") or {}),
         "shard_keys": shard_keys,
-        "journal": {"archive": key, "size": digest.size, "sha256": digest.sha256},
+        "journal": {"archive": key, "size": digest.size, "sha256": digest.sha256, "server_side": p.server_side},
     }
 
 
@@ -178,6 +189,7 @@ def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: A
                     key,
                     verified(stream, digest, what=what, expected_size=snapshot.size,
                              expected_sha256=snapshot.checksum, progress=ctx.progress),
+                    size=snapshot.size if snapshot.size is not None else stream.size,  # S3 sizes its parts by it
                 )
             break
         except QbrError as error:

@@ -195,7 +195,7 @@ def _send_recover(
     if via == "url":
         url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
         if url is not None:
-            client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256)
+            client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256 or None)
             faultpoints.reached("restore.recovered")
             return
     filename = posixpath.basename(archive.key)
@@ -207,7 +207,7 @@ def _send_recover(
         size=archive.size,
         shard_id=shard_id,
         priority=PRIORITY,
-        checksum=archive.sha256,
+        checksum=archive.sha256 or None,
     )
     faultpoints.reached("restore.recovered")
     # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.

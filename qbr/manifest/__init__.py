@@ -15,7 +15,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from qbr.manifest.model import BackupConfig, ClusterConfig, Manifest, RepositoryConfig, RestoreConfig, StateLocation
+from qbr.manifest.model import (
+    BackupConfig,
+    ClusterConfig,
+    Manifest,
+    RepositoryConfig,
+    RestoreConfig,
+    SnapshotStorage,
+    StateLocation,
+)
 
 if TYPE_CHECKING:
     from qbr.manifest.loader import DEFAULT_MANIFEST_PATH, EMBEDDED_SOURCE, load_manifest, load_manifest_text, resolve_manifest_path
@@ -30,6 +38,7 @@ __all__ = [
     "RepositoryConfig",
     "RestoreConfig",
     "SCHEMA_PATH",
+    "SnapshotStorage",
     "StateLocation",
     "load_manifest",
     "load_manifest_text",

@@ -11,7 +11,15 @@ from typing import Any
 
 from qbr.durations import parse_duration
 from qbr.manifest.checks import parse_at, parse_s3_url
-from qbr.manifest.model import BackupConfig, ClusterConfig, Manifest, RepositoryConfig, RestoreConfig, StateLocation
+from qbr.manifest.model import (
+    BackupConfig,
+    ClusterConfig,
+    Manifest,
+    RepositoryConfig,
+    RestoreConfig,
+    SnapshotStorage,
+    StateLocation,
+)
 from qbr.retention import RetentionPolicy
 
 DEFAULT_STATE_PATH = ".qbr/state.json"
@@ -48,6 +56,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             timeout=parse_duration(c["timeout"]) if "timeout" in c else None,
             discover="nodes" not in c,
             snapshot_timeout=parse_duration(c["snapshot_timeout"]) if "snapshot_timeout" in c else None,
+            snapshot_storage=_snapshot_storage(c.get("snapshot_storage")),
         )
 
     repositories: dict[str, RepositoryConfig] = {}
@@ -108,4 +117,16 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
         repositories=repositories,
         backups=backups,
         restores=restores,
+    )
+
+
+def _snapshot_storage(raw: dict[str, Any] | None) -> SnapshotStorage | None:
+    if not raw:
+        return None
+    s3 = raw["s3"]
+    return SnapshotStorage(
+        bucket=s3["bucket"],
+        prefix=s3.get("prefix", "snapshots"),
+        endpoint_url=s3.get("endpoint_url") or None,
+        region=s3.get("region") or None,
     )

@@ -17,6 +17,21 @@ from qbr.retention import RetentionPolicy
 
 
 @dataclass(frozen=True)
+class SnapshotStorage:
+    """Where a cluster's nodes write their snapshots themselves: an S3 bucket and key prefix."""
+
+    bucket: str
+    prefix: str = "snapshots"
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def key_of(self, collection: str, name: str, shard_id: int | None) -> str:
+        """Qdrant's key for a snapshot: <prefix>/<collection>/[shards/<id>/]<name>."""
+        shard = f"shards/{shard_id}/" if shard_id is not None else ""
+        return f"{self.prefix.strip('/')}/{collection}/{shard}{name}".lstrip("/")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A Qdrant cluster; `urls` lists the known nodes' REST URLs (url first, no trailing '/')."""
 
@@ -27,6 +42,7 @@ class ClusterConfig:
     timeout: timedelta | None
     discover: bool  # only `url` was given: the other nodes come from GET /cluster
     snapshot_timeout: timedelta | None = None
+    snapshot_storage: SnapshotStorage | None = None
 
 
 @dataclass(frozen=True)

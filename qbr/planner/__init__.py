@@ -38,7 +38,7 @@ def make_plan(
     draft = Draft()
     planned: dict[str, PlannedSet] = {}
     for backup in manifest.backups.values():
-        planned_set = plan_backup(draft, backup, observed, now)
+        planned_set = plan_backup(draft, manifest, backup, observed, now)
         if planned_set is not None:
             planned[backup.name] = planned_set
     selected_by_restores: dict[tuple[str, str], list[str]] = {}

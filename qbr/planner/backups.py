@@ -15,7 +15,7 @@ from qbr.actions import (
     as_params,
 )
 from qbr.durations import format_duration
-from qbr.manifest import BackupConfig
+from qbr.manifest import BackupConfig, Manifest
 from qbr.plan import Action, Note
 from qbr.planner.draft import Draft, PlannedSet
 from qbr.records import CollectionRecord, SetRecord, set_id_for, set_id_time, utc_iso
@@ -55,7 +55,7 @@ def _unique_set_id(now: datetime, existing: set[str]) -> str:
     return candidate
 
 
-def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: datetime) -> PlannedSet | None:
+def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed: Observed, now: datetime) -> PlannedSet | None:
     group = f"backup {backup.name} (cluster {backup.cluster} -> repository {backup.repository})"
     cluster = observed.clusters[backup.cluster]
     repo = observed.repositories[backup.repository]
@@ -102,6 +102,7 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
         copied_in[name] = set_id
         copy_ids[name] = []
         change_reason = _copy_reason(previous, current, backup, now)
+        store, server_side, path_note = _data_path(manifest, backup)
         for unit in _snapshot_units(draft, backup, cluster, current, node_load):
             action_id = f"backup.{backup.name}.{set_id}.copy.{name}" + (
                 f".shard-{unit['shard_id']}" if unit["shard_id"] is not None else ""
@@ -113,7 +114,7 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
                     kind="copy_archive",
                     change="create",
                     group=group,
-                    title=f"copy collection {name} {where}from node {unit['node']} into set {set_id}",
+                    title=f"copy collection {name} {where}from node {unit['node']} into set {set_id}{path_note}",
                     reason=change_reason,
                     precondition={"collection_exists": True, "shard_local": unit["shard_id"] is not None},
                     params=as_params(CopyArchive(
@@ -126,6 +127,8 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
                         shard_id=unit["shard_id"],
                         kind=unit["kind"],
                         shard_ids=tuple(unit["shard_ids"]),
+                        snapshot_store=store is not None,
+                        server_side=server_side,
                     )),
                 )
             )
@@ -155,6 +158,18 @@ def plan_backup(draft: Draft, backup: BackupConfig, observed: Observed, now: dat
         )
     )
     return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
+
+
+def _data_path(manifest: Manifest, backup: BackupConfig) -> tuple[Any, bool, str]:
+    """How archive bytes move: when the nodes write snapshots to S3 and the repository is an S3
+    bucket on the same endpoint, by a copy inside S3 (nothing through qbr); otherwise streamed."""
+    store = manifest.clusters[backup.cluster].snapshot_storage
+    repo = manifest.repositories[backup.repository]
+    if store is None:
+        return None, False, ""
+    if repo.kind == "s3" and (repo.endpoint_url or None) == store.endpoint_url:
+        return store, True, " (server-side: 0 bytes through qbr)"
+    return store, False, " (streamed through qbr: the repository is not on the nodes' snapshot store)"
 
 
 def _carry(previous: CollectionRecord, current: ObservedCollection, repo: ObservedRepository, backup: BackupConfig, now: datetime) -> bool:
