@@ -98,7 +98,22 @@ class UpdateAliases:
     actions: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class AdoptSet:
+    """Turn snapshot objects already in S3 into a set: copy each inside S3, then commit."""
+
+    repository: str
+    backup: str
+    set_id: str
+    created: str
+    cluster: str
+    qdrant_version: str
+    bucket: str  # where the objects lie (endpoint and credentials: the adoption's, from the manifest)
+    collections: dict[str, dict[str, Any]]  # name -> {archives: [...], config: {...} | None, aliases: [...]}
+
+
 PARAMS: dict[str, type] = {
+    "adopt_set": AdoptSet,
     "copy_archive": CopyArchive,
     "commit_set": CommitSet,
     "delete_set": DeleteSet,

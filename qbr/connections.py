@@ -56,7 +56,7 @@ class Connections:
         self._nodes: dict[str, list[NodeRef]] = {}
         self._distributed: dict[str, bool] = {}
         self._repositories: dict[str, Repository] = {}
-        self._copiers: dict[str, ServerSideCopier] = {}
+        self._copiers: dict[tuple[str | None, str | None], ServerSideCopier] = {}
         # Tuning knobs for slow links and for tests (retry backoff in seconds).
         self._backoff = _env_float("QBR_HTTP_BACKOFF", 0.5)
         self._retries = int(_env_float("QBR_HTTP_RETRIES", 4))
@@ -119,10 +119,13 @@ class Connections:
         """S3 copies for a cluster whose nodes write snapshots to S3 (on that store's endpoint)."""
         store = self.manifest.clusters[cluster].snapshot_storage
         assert store is not None
+        return self.copier_for(store.endpoint_url, store.region)
+
+    def copier_for(self, endpoint_url: str | None, region: str | None) -> ServerSideCopier:
         with self._lock:
-            copier = self._copiers.get(cluster)
+            copier = self._copiers.get((endpoint_url, region))
             if copier is None:
-                copier = self._copiers[cluster] = ServerSideCopier(store.endpoint_url, store.region)
+                copier = self._copiers[(endpoint_url, region)] = ServerSideCopier(endpoint_url, region)
             return copier
 
     def can_presign(self, name: str) -> bool:

@@ -56,6 +56,7 @@ POINTS: dict[str, str] = {
     "restore.before_record": "a restored collection has all its points; its provenance is not yet saved",
     "aliases.before_update": "a restore's alias update is about to be sent",
     "aliases.updated": "a restore's aliases were updated; the action is not yet journaled",
+    "adopt.copied": "one adopted snapshot was copied into the repository; its set record is not yet written",
 }
 
 

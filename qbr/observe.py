@@ -6,12 +6,15 @@ recomputed and compared. Nothing here decides anything.
 
 from __future__ import annotations
 
+import csv
+import io
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError
-from qbr.manifest import Manifest
+from qbr.manifest import AdoptConfig, Manifest
 from qbr.records import (
     SETS_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -20,11 +23,14 @@ from qbr.records import (
     parse_set_key,
     utc_iso,
 )
+from qbr.repository import open_s3_repository
 from qbr.world import (
     ArchiveObject,
     BrokenSet,
+    LegacySnapshot,
     NodeSnapshot,
     Observed,
+    ObservedAdoption,
     ObservedCluster,
     ObservedCollection,
     ObservedNode,
@@ -59,11 +65,13 @@ def observe(manifest: Manifest, connections: Connections) -> Observed:
         clusters = pool.map(lambda name: _observe_cluster(manifest, connections, name), cluster_names)
         repo_names = sorted({b.repository for b in manifest.backups.values()})
         repositories = pool.map(lambda name: _observe_repository(connections, name), repo_names)
+        adoptions = pool.map(_observe_adoption, list(manifest.adopt.values()))
     finally:
         pool.close()
     return Observed(
         clusters={c.name: c for c in clusters},
         repositories={r.name: r for r in repositories},
+        adoptions={a.name: a for a in adoptions},
     )
 
 
@@ -79,6 +87,7 @@ def observe_repositories(manifest: Manifest, connections: Connections) -> dict[s
 
 def _clusters_in_use(manifest: Manifest) -> list[str]:
     names = {b.cluster for b in manifest.backups.values()} | {r.to for r in manifest.restores.values()}
+    names |= {a.cluster for a in manifest.adopt.values()}
     return sorted(names)
 
 
@@ -200,3 +209,29 @@ def _read_set(repo: Any, key: str) -> SetRecord | BrokenSet | None:
         return SetRecord.from_json(raw, key)
     except QbrError as error:
         return BrokenSet(key, str(error))
+
+
+def _observe_adoption(adopt: AdoptConfig) -> ObservedAdoption:
+    """The objects under an adoption's prefix (recursively: shard snapshots sit in shards/<id>/),
+    and the aliases its CSV file lists."""
+    bucket = open_s3_repository(adopt.bucket, prefix="", endpoint_url=adopt.endpoint_url, region=adopt.region)
+    prefix = f"{adopt.prefix}/" if adopt.prefix else ""
+    objects = tuple(LegacySnapshot(o.key, o.size, o.etag) for o in bucket.list(prefix))
+    return ObservedAdoption(adopt.name, objects, _aliases_from_csv(adopt.aliases_csv) if adopt.aliases_csv else {})
+
+
+def _aliases_from_csv(path: Path) -> dict[str, tuple[str, ...]]:
+    """collection,alias rows (a header row is skipped) -> {collection: aliases}."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise QbrError(f"cannot read the aliases CSV {path}: {error.strerror or error}") from None
+    found: dict[str, list[str]] = {}
+    for row in csv.reader(io.StringIO(text)):
+        cells = [c.strip() for c in row]
+        if len(cells) < 2 or not cells[0] or not cells[1] or cells[:2] == ["collection", "alias"]:
+            continue
+        found.setdefault(cells[0], [])
+        if cells[1] not in found[cells[0]]:
+            found[cells[0]].append(cells[1])
+    return {c: tuple(sorted(a)) for c, a in sorted(found.items())}

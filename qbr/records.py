@@ -83,6 +83,7 @@ class ArchiveRecord:
     # sha256 is "" when nobody computed it (an archive copied inside S3): the store's etag then
     # stands for its integrity, and verify computes the hash when it reads the archive.
     etag: str | None = None
+    adopted_from: str | None = None  # s3://bucket/key of the snapshot it was adopted from
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class SetRecord:
                         node=str(a["node"]),
                         points_count=None if a.get("points_count") is None else int(a["points_count"]),
                         etag=a.get("etag"),
+                        adopted_from=a.get("adopted_from"),
                     )
                     for a in raw["archives"]
                 )

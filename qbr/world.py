@@ -110,9 +110,26 @@ class ObservedRepository:
 
 
 @dataclass(frozen=True)
+class LegacySnapshot:
+    """A snapshot object found in a bucket to adopt (Qdrant's key layout)."""
+
+    key: str  # the full key in its bucket
+    size: int
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class ObservedAdoption:
+    name: str
+    objects: tuple[LegacySnapshot, ...] = ()
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # collection -> aliases (from the CSV)
+
+
+@dataclass(frozen=True)
 class Observed:
     clusters: dict[str, ObservedCluster] = field(default_factory=dict)
     repositories: dict[str, ObservedRepository] = field(default_factory=dict)
+    adoptions: dict[str, ObservedAdoption] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

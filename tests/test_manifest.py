@@ -551,7 +551,7 @@ def test_problem_list_is_capped():
         (
             MINIMAL + "zzz: 1\n",
             "m.yaml:6:1: unknown key 'zzz' at the top level; expected one of: version, state, clusters, "
-            "repositories, backups, restores",
+            "repositories, backups, restores, adopt",
         ),
     ],
 )
@@ -818,7 +818,7 @@ def test_dataclasses_are_frozen():
 
 def test_field_names_others_code_against():
     assert [f.name for f in dataclasses.fields(Manifest)] == [
-        "source", "base_dir", "sha256", "version", "state", "clusters", "repositories", "backups", "restores"
+        "source", "base_dir", "sha256", "version", "state", "clusters", "repositories", "backups", "restores", "adopt"
     ]
     m = load(restore("from: nightly\nto: dr\n"))
     assert [f.name for f in dataclasses.fields(m.clusters["prod"])] == [

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from qbr import __version__, faultpoints
 from qbr.actions import params_of
-from qbr.apply import aliases, backup, cleanup, restore
+from qbr.apply import adopt, aliases, backup, cleanup, restore
 from qbr.connections import Connections
 from qbr.errors import QbrError
 from qbr.plan import Action, Plan, order_actions
@@ -48,6 +48,7 @@ HANDLERS: dict[str, Handler] = {
     "delete_node_snapshot": Handler(_no_check, cleanup.delete_node_snapshot),
     "restore_collection": Handler(restore.check_restore_collection, restore.restore_collection),
     "update_aliases": Handler(_no_check, aliases.update_aliases),
+    "adopt_set": Handler(adopt.check_adopt_set, adopt.adopt_set),
 }
 
 

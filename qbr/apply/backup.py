@@ -216,7 +216,7 @@ def check_commit_set(ctx: ActionContext, p: CommitSet, pre: dict[str, Any]) -> N
     if pre.get("set_absent") and repo.head(set_key(p.backup, p.set_id)) is not None:
         raise PreconditionError(f"set {p.backup}/{p.set_id} already exists; run qbr plan again")
     if "newest_set" in pre:
-        newest = newest_set_id(repo, p.backup)
+        newest = newest_set_id(repo, p.backup, ignoring=set(pre.get("adopted_in_plan") or ()))
         if newest != pre["newest_set"]:
             raise PreconditionError(
                 f"another run made set {newest} of backup {p.backup} since this plan; run qbr plan again"
@@ -309,6 +309,6 @@ def _archive_from(raw: dict[str, Any]) -> ArchiveRecord:
     return ArchiveRecord(**{**raw, "shard_ids": tuple(raw["shard_ids"])})
 
 
-def newest_set_id(repo: Any, backup: str) -> str | None:
-    ids = [parsed[1] for o in repo.list(f"{SETS_PREFIX}{backup}/") if (parsed := parse_set_key(o.key))]
+def newest_set_id(repo: Any, backup: str, ignoring: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
+    ids = [parsed[1] for o in repo.list(f"{SETS_PREFIX}{backup}/") if (parsed := parse_set_key(o.key)) and parsed[1] not in ignoring]
     return max(ids) if ids else None

@@ -144,7 +144,7 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
 def points_problem(points: int, source: CollectionRecord, set_id: str, target: str, cluster: str) -> str | None:
     """Whether the restored count is one the set explains: its recorded count, or (a collection
     written to while it was backed up) a count within the range seen around its snapshots."""
-    if points == source.points_count:
+    if points == source.points_count or source.points_count < 0:  # < 0: adopted, never counted
         return None
     low, high = source.points_range or (source.points_count, source.points_count)
     if not low <= source.points_count <= high:  # a record that contradicts itself explains nothing

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from qbr.manifest.model import (
+    AdoptConfig,
     BackupConfig,
     ClusterConfig,
     Manifest,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from qbr.manifest.schema import SCHEMA_PATH
 
 __all__ = [
+    "AdoptConfig",
     "BackupConfig",
     "ClusterConfig",
     "DEFAULT_MANIFEST_PATH",

@@ -12,6 +12,7 @@ from typing import Any
 from qbr.durations import parse_duration
 from qbr.manifest.checks import parse_at, parse_s3_url
 from qbr.manifest.model import (
+    AdoptConfig,
     BackupConfig,
     ClusterConfig,
     Manifest,
@@ -107,6 +108,22 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             via=r.get("via", "auto"),
         )
 
+    adopt: dict[str, AdoptConfig] = {}
+    for name, a in (data.get("adopt") or {}).items():
+        origin = a["from"]["s3"]
+        adopt[name] = AdoptConfig(
+            name=name,
+            bucket=origin["bucket"],
+            prefix=origin.get("prefix", "snapshots").strip("/"),
+            endpoint_url=origin.get("endpoint_url") or None,
+            region=origin.get("region") or None,
+            into=a["into"],
+            cluster=a.get("cluster") or backups[a["into"]].cluster,
+            window=parse_duration(a.get("window", "10m")),
+            aliases_csv=local(a["aliases_csv"]) if a.get("aliases_csv") else None,
+            filter=a.get("filter"),
+        )
+
     return Manifest(
         source=source,
         base_dir=base_dir,
@@ -117,6 +134,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
         repositories=repositories,
         backups=backups,
         restores=restores,
+        adopt=adopt,
     )
 
 

@@ -120,6 +120,24 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
                 )
         _check_restore_map(name, restore, backup, report)
 
+    for name, adoption in _maps(data, "adopt").items():
+        if not isinstance(adoption, dict):
+            continue
+        base = ("adopt", name)
+        into = adoption.get("into")
+        _check_name_ref(into, backups, "backup", base + ("into",), report)
+        if adoption.get("cluster") is not None:
+            _check_name_ref(adoption.get("cluster"), clusters, "cluster", base + ("cluster",), report)
+        _check_duration(adoption.get("window"), base + ("window",), report)
+        backup = backups.get(into) if isinstance(into, str) else None
+        repository = repositories.get(backup.get("repository")) if isinstance(backup, dict) else None
+        if isinstance(repository, dict) and "s3" not in repository:
+            report(
+                base + ("into",),
+                f"backup {into!r} writes to a folder; adopted snapshots are copied inside S3, so its repository must be "
+                "an S3 bucket on the snapshots' endpoint",
+            )
+
 
 def _check_state(state: Any, report: Any) -> None:
     if isinstance(state, str) and state.startswith("s3://"):

@@ -114,6 +114,22 @@ class RestoreConfig:
 
 
 @dataclass(frozen=True)
+class AdoptConfig:
+    """Snapshots already in an S3 bucket, in Qdrant's key layout, to become sets of backup `into`."""
+
+    name: str
+    bucket: str
+    prefix: str
+    endpoint_url: str | None
+    region: str | None
+    into: str
+    cluster: str
+    window: timedelta
+    aliases_csv: Path | None = None
+    filter: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A loaded, checked manifest. `sha256` is of the raw bytes, so plans can spot a changed file."""
 
@@ -126,3 +142,4 @@ class Manifest:
     repositories: Mapping[str, RepositoryConfig]
     backups: Mapping[str, BackupConfig]
     restores: Mapping[str, RestoreConfig]
+    adopt: Mapping[str, AdoptConfig] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from qbr.errors import PlanError
 from qbr.manifest import Manifest
 from qbr.plan import Action, Plan
+from qbr.planner.adoption import plan_adoptions
 from qbr.planner.backups import describe_config_change, plan_backup
 from qbr.planner.draft import DEFAULT_GRACE, Draft, PlannedSet
 from qbr.planner.garbage import plan_retention
@@ -36,6 +37,7 @@ def make_plan(
 ) -> Plan:
     """Diff the manifest against the observed world and the state; return what apply must do."""
     draft = Draft()
+    plan_adoptions(draft, manifest, observed)  # first: a backup's commit must know the sets adopted beside it
     planned: dict[str, PlannedSet] = {}
     for backup in manifest.backups.values():
         planned_set = plan_backup(draft, manifest, backup, observed, now)

@@ -143,7 +143,8 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
             title=f"set {set_id}: {len(copy_ids)} collections copied, {len(carried)} referenced",
             reason=why,
             depends_on=tuple(i for ids in copy_ids.values() for i in ids),
-            precondition={"set_absent": True, "newest_set": newest.set_id if newest else None},
+            precondition={"set_absent": True, "newest_set": newest.set_id if newest else None,
+                          **({"adopted_in_plan": draft.adopted[backup.name]} if backup.name in draft.adopted else {})},
             params=as_params(CommitSet(
                 repository=backup.repository,
                 backup=backup.name,

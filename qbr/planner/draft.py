@@ -30,3 +30,4 @@ class Draft:
     kept: list[Note] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    adopted: dict[str, list[str]] = field(default_factory=dict)  # backup -> set ids this plan adopts

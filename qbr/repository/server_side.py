@@ -40,6 +40,14 @@ class ServerSideCopier:
             raise self._error(error, bucket, key) from None
         return int(answer["ContentLength"]), str(answer.get("ETag", "")).strip('"')
 
+    def read_head(self, bucket: str, key: str, limit: int) -> bytes:
+        """The first `limit` bytes of an object (a ranged GET): enough to read a tar's first members."""
+        try:
+            answer = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+            return answer["Body"].read()
+        except botocore.exceptions.ClientError as error:
+            raise self._error(error, bucket, key) from None
+
     def copy(self, source_bucket: str, source_key: str, bucket: str, key: str, size: int) -> str:
         """Copy an object of `size` bytes; return the new object's etag."""
         source = {"Bucket": source_bucket, "Key": source_key}
