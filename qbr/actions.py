@@ -110,6 +110,7 @@ class AdoptSet:
     qdrant_version: str
     bucket: str  # where the objects lie (endpoint and credentials: the adoption's, from the manifest)
     collections: dict[str, dict[str, Any]]  # name -> {archives: [...], config: {...} | None, aliases: [...]}
+    adoption: str = ""  # the manifest's adopt entry (its endpoint and region reach the bucket)
 
 
 PARAMS: dict[str, type] = {

@@ -29,7 +29,9 @@ def check_adopt_set(ctx: ActionContext, p: AdoptSet, pre: dict[str, Any]) -> Non
 
 
 def adopt_set(ctx: ActionContext, p: AdoptSet, action_id: str) -> dict[str, Any]:
-    adoption = next(a for a in ctx.connections.manifest.adopt.values() if a.bucket == p.bucket and a.into == p.backup)
+    adoption = ctx.connections.manifest.adopt.get(p.adoption)
+    if adoption is None:
+        raise QbrError(f"the manifest has no adopt entry {p.adoption!r} any more; run qbr plan again")
     copier = ctx.connections.copier_for(adoption.endpoint_url, adoption.region)
     repo = ctx.connections.repository(p.repository)
     collections: dict[str, CollectionRecord] = {}

@@ -141,7 +141,7 @@ def _plan_set(
         params=as_params(AdoptSet(
             repository=backup.repository, backup=backup.name, set_id=set_id, created=utc_iso(created),
             cluster=adopt.cluster, qdrant_version=cluster.version, bucket=adopt.bucket,
-            collections=collections,
+            collections=collections, adoption=adopt.name,
         )),
     ))
     return skipped
