@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from qbr.apply import Applier, ApplyReport, Outcome
 from qbr.connections import Connections
 from qbr.errors import StalePlanError
+from qbr.locks import LockSet, lock_targets
 from qbr.manifest import Manifest
 from qbr.observe import observe
 from qbr.plan import Action, Plan
 from qbr.planner import make_plan
 from qbr.state import State
-from qbr.state_store import StateLock, StateStore
+from qbr.state_store import StateStore, state_lock_target
 from qbr.transfer import Progress
 
 
@@ -74,10 +75,14 @@ def apply_locked(
     on_outcome: Callable[[Outcome, Action], None],
     warn: Callable[[str], None],
     progress: Progress,
+    on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    should_abandon: Callable[[], bool] = lambda: False,
 ) -> ApplyReport | None:
-    """Take the lock, (re)check or make the plan, confirm, run it. None when nothing ran."""
+    """Take the locks (the state's, then each written repository's), (re)check or make the plan,
+    confirm, run it; the locks are released however it ends. None when nothing ran."""
     store = StateStore(manifest.state)
-    lock = StateLock(store, "apply", warn=warn)
+    lock = LockSet(lock_targets(manifest, state_lock_target(store)), "apply", warn=warn)
     lock.acquire(lock_timeout)
     try:
         store.discard_unfinished_writes()
@@ -103,7 +108,9 @@ def apply_locked(
                 clock=clock,
                 progress=progress,
                 report=on_outcome,
-                should_stop=lock.lost.is_set,
+                should_stop=lambda: lock.lost.is_set() or should_stop(),
+                should_abandon=should_abandon,
+                events=on_event,
             )
             try:
                 return applier.run()

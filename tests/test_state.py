@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from qbr.errors import LockError, StateError
 from qbr.manifest import StateLocation
+from qbr.repository.base import PreconditionFailed
 from qbr.state import State
-from qbr.state_store import StateLock, StateStore, force_unlock, read_lock
+from qbr.state_store import StateLock, StateStore, force_unlock, read_lock, read_lock_object
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -143,3 +145,132 @@ def test_two_lockers_racing_never_both_win(location):
 def test_state_round_trips_every_field():
     state = State(lineage="l", serial=3, restores={"r": {"c": {"set_id": "s"}}}, node_snapshots=[{"name": "n"}], journal=[{"action": "a"}], provenance={"p": 1})
     assert State.from_json(state.to_json(), "x") == state
+
+
+def skewed(offset: timedelta):
+    return lambda: datetime.now(timezone.utc) + offset
+
+
+# ---------------------------------------------------------------- clock skew (finding 3)
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-10), timedelta(minutes=10)])
+def test_a_live_holder_keeps_its_lock_whatever_its_clock_says(location, monkeypatch, offset):
+    monkeypatch.setenv("QBR_LOCK_LEASE", "1")
+    store = StateStore(location)
+    holder = StateLock(store, "apply", clock=skewed(offset))
+    holder.acquire(0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockError, match="is locked by"):
+            StateLock(store, "apply").acquire(1.5)  # longer than its lease, watched
+        assert time.monotonic() - started >= 1.5
+        assert read_lock(store).id == holder.info.id and not holder.lost.is_set()
+    finally:
+        holder.release()
+    assert read_lock(store) is None
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-10), timedelta(minutes=10)])
+def test_a_dead_holders_lock_is_taken_over_once_watched_unchanged_for_its_lease(location, monkeypatch, offset):
+    monkeypatch.setenv("QBR_LOCK_LEASE", "1")
+    store = StateStore(location)
+    dead = StateLock(store, "apply", clock=skewed(offset))
+    dead.acquire(0)
+    dead._stop.set()  # it dies: nobody renews, nobody releases
+    dead._renewer.join()
+    warnings: list[str] = []
+    taker = StateLock(store, "apply", warn=warnings.append)
+    started = time.monotonic()
+    taker.acquire(5)
+    waited = time.monotonic() - started
+    assert 1.0 < waited < 2.5, f"taken over one lease after it was first seen, not {waited:.2f}s"
+    assert read_lock(store).id == taker.info.id
+    assert any("took over the state lock held by" in w and dead.info.id in w and "lease expired" in w for w in warnings)
+    taker.release()
+
+
+def test_a_dead_lock_whose_holder_says_it_expired_is_watched_past_a_short_timeout(location, monkeypatch):
+    monkeypatch.setenv("QBR_LOCK_LEASE", "1")
+    store = StateStore(location)
+    dead = StateLock(store, "apply", clock=skewed(timedelta(minutes=-10)))
+    dead.acquire(0)
+    dead._stop.set()
+    warnings: list[str] = []
+    taker = StateLock(store, "apply", warn=warnings.append)
+    taker.acquire(0)  # the holder's own expiry passed: watch it for one lease rather than give up
+    assert read_lock(store).id == taker.info.id
+    assert "watching it for up to 1s" in warnings[0]
+    taker.release()
+
+
+def test_the_lease_judged_is_the_holders_own_not_the_takers(location, monkeypatch):
+    monkeypatch.setenv("QBR_LOCK_LEASE", "1")
+    store = StateStore(location)
+    dead = StateLock(store, "apply")
+    dead.acquire(0)
+    dead._stop.set()
+    monkeypatch.setenv("QBR_LOCK_LEASE", "30")
+    started = time.monotonic()
+    StateLock(store, "apply").acquire(5)
+    assert time.monotonic() - started < 2.5, "a 1 s lease is watched for 1 s, whatever the taker's own lease"
+
+
+# ---------------------------------------------------------------- release and force-unlock (finding 4)
+
+
+def _take_over_during_delete(monkeypatch, repo, key):
+    """Make the next delete of `key` race a takeover: another run replaces the lock (on the etag
+    it read, as a taker does) just before the delete reaches the store."""
+    real_delete, taken = repo.delete, {}
+
+    def racing_delete(target, *args, **kwargs):
+        if target == key and not taken:
+            raw, info = repo.get_with_info(key)
+            taken["bytes"] = raw.replace(b'"apply"', b'"taken-over"')
+            repo.put_bytes(key, taken["bytes"], if_match=info.etag)
+        return real_delete(target, *args, **kwargs)
+
+    monkeypatch.setattr(repo, "delete", racing_delete)
+    return taken
+
+
+def test_a_release_never_removes_a_lock_someone_else_took_over(location, monkeypatch):
+    store = StateStore(location)
+    holder = StateLock(store, "apply")
+    holder.acquire(0)
+    taken = _take_over_during_delete(monkeypatch, store.repo, store.lock_key)
+    holder.release()
+    assert store.repo.head(store.lock_key) is not None, "the new holder's lock stays"
+    assert store.repo.get_bytes(store.lock_key) == taken["bytes"]
+
+
+def test_force_unlock_never_removes_a_lock_taken_over_after_it_was_read(location, monkeypatch):
+    store = StateStore(location)
+    dead = StateLock(store, "apply")
+    dead.acquire(0)
+    dead._stop.set()
+    taken = _take_over_during_delete(monkeypatch, store.repo, store.lock_key)
+    with pytest.raises(LockError, match="changed while it was being removed"):
+        force_unlock(store, dead.info.id)
+    assert store.repo.head(store.lock_key) is not None and store.repo.get_bytes(store.lock_key) == taken["bytes"]
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lock(location, monkeypatch):
+    store = StateStore(location)
+    holder = StateLock(store, "apply")
+    holder.acquire(0)
+    holder._stop.set()
+    holder._renewer.join()
+    real_put = store.repo.put_bytes
+
+    def lost_answer(key, data, **kwargs):  # the PUT lands; the client's retry then gets 412
+        real_put(key, data, **kwargs)
+        raise PreconditionFailed("changed since it was read")
+
+    monkeypatch.setattr(store.repo, "put_bytes", lost_answer)
+    holder.renew()
+    monkeypatch.undo()
+    assert read_lock_object(store)[1] == holder._etag and read_lock(store).renewal == 1
+    holder.release()
+    assert read_lock(store) is None

@@ -124,8 +124,12 @@ class Repository(ABC):
         """Objects whose key starts with `prefix`, keys relative to the repository, sorted."""
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove `key`; a missing key is fine."""
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove `key`; a missing key is fine.
+
+        if_match: remove it only if its current etag equals this (what a lock's holder read or
+        wrote); another etag, or a missing object, raises PreconditionFailed and removes nothing.
+        """
 
     @abstractmethod
     def presigned_get(self, key: str, expires_s: int = 900) -> str | None:

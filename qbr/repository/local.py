@@ -252,13 +252,16 @@ class LocalRepository(Repository):
         path = self._path(key)
         return self._finish(key, path, [data], if_none_match, if_match)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         path = self._path(key)
-        if not os.path.lexists(path):
+        if if_match is None and not os.path.lexists(path):
             return
         with self._locked():
             try:
-                path.unlink()
+                if if_match is not None:
+                    self._delete_if_match(path, key, if_match)
+                else:
+                    path.unlink()
                 _fsync_dir(path.parent)
             except FileNotFoundError:
                 return
@@ -266,6 +269,28 @@ class LocalRepository(Repository):
                 raise RepositoryError(f"{self._where(key)} is a folder, not an object; not deleting it.") from None
             except OSError as error:
                 raise self._write_error(error) from error
+
+    def _delete_if_match(self, path: Path, key: str, if_match: str) -> None:
+        """Compare-and-delete, under the flock that every qbr writer holds: the object is first
+        renamed to a private temp name (atomic, even against writers that skip the flock), so
+        the bytes judged are exactly the bytes removed; if they are not `if_match`'s, they go
+        back, never over a newer object."""
+        aside = path.parent / _temp_name(path.name)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            raise PreconditionFailed(f"{self._where(key)} is gone; it was deleted since it was read.") from None
+        if self._current_etag(aside) == if_match:
+            aside.unlink()
+            return
+        try:
+            os.link(aside, path)  # back in place only if nobody created a newer one meanwhile
+            aside.unlink()
+        except FileExistsError:
+            pass  # (only a writer that skips the flock gets here) left as an unfinished write
+        except OSError:
+            os.rename(aside, path)  # no hard links here: the flock still excludes every qbr writer
+        raise PreconditionFailed(f"{self._where(key)} changed since it was read (etag moved); not deleting it.")
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -297,8 +297,17 @@ class S3Repository(Repository):
             raise self._error(error, "upload", key) from None
         return ObjectInfo(key=key, size=len(data), modified=_server_time(response), etag=response.get("ETag"))
 
-    def delete(self, key: str) -> None:
-        self._call("delete", key, "delete_object", Key=self._full(key))
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        condition = {"IfMatch": if_match} if if_match is not None else {}
+        try:  # S3 answers a failed If-Match with 412, or 404 if the object is gone, 409 if racing
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key), **condition)
+        except botocore.exceptions.ClientError as error:
+            code, status = _code(error)
+            if if_match is not None and (code in ("PreconditionFailed", "NoSuchKey") or status in (404, 409, 412)):
+                raise PreconditionFailed(f"{key!r} in {self.describe()} changed or is gone since it was read; not deleting it.") from None
+            raise self._error(error, "delete", key) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise self._error(error, "delete", key) from None
 
     # -- reading ----------------------------------------------------------------------------
 
