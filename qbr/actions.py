@@ -90,6 +90,7 @@ class RestoreCollection:
     target_cluster: str
     target_collection: str
     via: str  # url | upload
+    fallback: bool = True  # via was auto: a node that cannot fetch by URL gets an upload instead
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from qbr.state_store import StateStore
 from qbr.transfer import Progress
 
 SNAPSHOTS_PER_NODE = 2  # never more than this many snapshot creations on one node at once
+STOP_POLL_SECONDS = 0.2  # how often the walk looks at should_abandon while actions run
 
 
 def _no_check(ctx: Any, params: Any, precondition: dict[str, Any]) -> None:
@@ -63,7 +64,7 @@ def run_action(ctx: Any, action: Action) -> dict[str, Any]:
 @dataclass
 class Outcome:
     action_id: str
-    status: str  # done | failed | skipped
+    status: str  # done | failed | skipped | abandoned (still running when the run was abandoned)
     message: str = ""
     seconds: float = 0.0
     output: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +115,8 @@ class Applier:
         progress: Progress | None = None,
         report: Callable[[Outcome, Action], None] = lambda outcome, action: None,
         should_stop: Callable[[], bool] = lambda: False,
+        should_abandon: Callable[[], bool] = lambda: False,
+        events: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
     ) -> None:
         self.plan = plan
         self.connections = connections
@@ -123,7 +126,10 @@ class Applier:
         self.clock = clock
         self.progress = progress or Progress(enabled=False)
         self.report = report
-        self.should_stop = should_stop
+        self.should_stop = should_stop  # start nothing more; wait for the running actions
+        self.should_abandon = should_abandon  # stop waiting for them too (see _abandon)
+        self.events = events  # "action_started" is sent from the thread that runs the action
+        self._abandoned = False
         self.outputs: dict[str, dict[str, Any]] = {}
         self._state_lock = threading.Lock()
         self._nodes = NodeSlots()
@@ -144,7 +150,8 @@ class Applier:
         }
         pending = list(actions)
         running: dict[Future[Outcome], Action] = {}
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="qbr-apply") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="qbr-apply")
+        try:
             while pending or running:
                 for action in list(pending):
                     deps = [status.get(d) for d in action.depends_on if d in by_id]
@@ -160,22 +167,28 @@ class Applier:
                         running[pool.submit(self._run_one, action)] = action
                 if not running:
                     continue
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                if self.should_abandon():
+                    self._abandon(list(running.values()), pending, report)
+                    return report
+                finished, _ = wait(list(running), timeout=STOP_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in finished:
                     action = running.pop(future)
                     outcome = future.result()
                     status[action.id] = outcome.status
                     self._finish(outcome, action, report)
+        finally:
+            pool.shutdown(wait=not self._abandoned, cancel_futures=self._abandoned)
         self.state.provenance["finished"] = utc_iso(self.clock())
         self._save()
         return report
 
     def _run_one(self, action: Action) -> Outcome:
         started = time.monotonic()
+        self.events("action_started", {"action": action.id, "kind": action.kind, "title": action.title, "group": action.group})
         try:
             output = run_action(self, action)
             self.outputs[action.id] = output
-            return Outcome(action.id, "done", "", time.monotonic() - started, output)
+            return Outcome(action.id, "done", str(output.get("note", "")), time.monotonic() - started, output)
         except QbrError as error:
             return Outcome(action.id, "failed", str(error), time.monotonic() - started)
         except Exception as error:  # a bug or an unexpected library error: still one sentence
@@ -202,7 +215,28 @@ class Applier:
 
     def _save(self) -> None:
         with self._state_lock:
+            if self._abandoned:
+                threading.Event().wait()  # never returns: nothing is recorded after the abandon; the process exits
             self.store.write(self.state)
+
+    def _abandon(self, running: list[Action], pending: list[Action], report: ApplyReport) -> None:
+        """Stop waiting for the running actions: journal them as abandoned (and what never started
+        as skipped), write the state one last time, and from then on let no thread write it: one
+        that tries waits for the process to exit, which the caller must do next (os._exit; the
+        pool's threads are not waited for). They leave behind what a killed run leaves, which the
+        next plan finds and converges from."""
+        outcomes = [(Outcome(a.id, "abandoned", "abandoned while it ran; the next plan finds what it left"), a) for a in running]
+        outcomes += [(Outcome(a.id, "skipped", "skipped: the run was abandoned"), a) for a in pending]
+        with self._state_lock:
+            for outcome, action in outcomes:
+                report.outcomes.append(outcome)
+                self.state.journal.append({"action": action.id, "kind": action.kind, "status": outcome.status,
+                                           "at": utc_iso(self.clock()), "seconds": 0.0, "message": outcome.message})
+            self.state.provenance.update(finished=utc_iso(self.clock()), abandoned=True)
+            self.store.write(self.state)
+            self._abandoned = True
+        for outcome, action in outcomes:
+            self.report(outcome, action)
 
     # ------------------------------------------------------------ ActionContext
 

@@ -27,7 +27,7 @@ from qbr.apply.target_shape import (
     ensure_shard_keys,
     shard_holders,
 )
-from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError
+from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
 
@@ -90,12 +90,13 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         "incomplete": True,
     })
     journal: list[dict[str, Any]] = []
+    notes: list[str] = []  # said with the outcome: a fallback from URL to upload, and why
     direct = not conn.is_distributed(cluster) and all(a.kind == "collection" for a in source.archives)
     if direct:
         if exists and not compatible(seed.collection_info(target), source):
             seed.delete_collection(target)  # Qdrant refuses to recover over other vectors or shard counts
         for archive in source.archives:
-            _recover(ctx, seed, repo, target, archive, None, p.via)
+            _recover(ctx, seed, repo, target, archive, None, "upload" if notes else p.via, p.fallback, notes)
             journal.append({"archive": archive.key, "node": nodes[0].url})
         ensure_payload_indexes(seed, target, source)  # a recover into an existing collection keeps its own
     else:
@@ -113,12 +114,12 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
                 if shard_id not in holders:
                     raise QbrError(f"no node of cluster {cluster} holds shard {shard_id} of collection {target}; it cannot be restored")
                 node = holders[shard_id][0]
-                _recover(ctx, conn.client(cluster, node), repo, target, archive, shard_id, p.via)
+                _recover(ctx, conn.client(cluster, node), repo, target, archive, shard_id, "upload" if notes else p.via, p.fallback, notes)
                 journal.append({"archive": archive.key, "shard_id": shard_id, "node": node})
             else:
                 wanted = sorted({n for s in archive.shard_ids for n in holders.get(shard_map.get(s, s), [])})
                 for node in wanted:
-                    _recover(ctx, conn.client(cluster, node), repo, target, archive, None, p.via)
+                    _recover(ctx, conn.client(cluster, node), repo, target, archive, None, "upload" if notes else p.via, p.fallback, notes)
                     journal.append({"archive": archive.key, "node": node})
     points = seed.count_points(target, exact=True)
     problem = points_problem(points, source, p.set_id, target, cluster)
@@ -138,7 +139,11 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         ctx.restore_finished(p.restore, target, {**provenance, "points_check_failed": problem})
         raise QbrError(problem)
     ctx.restore_finished(p.restore, target, provenance)
-    return {"journal": {"points": points, "recovered": journal}}
+    result: dict[str, Any] = {"journal": {"points": points, "recovered": journal}}
+    if notes:
+        result["note"] = notes[0]
+        result["journal"]["fell_back_to_upload"] = notes[0]
+    return result
 
 
 def points_problem(points: int, source: CollectionRecord, set_id: str, target: str, cluster: str) -> str | None:
@@ -173,7 +178,8 @@ def _forget_mark_if_untouched(ctx: ActionContext, p: RestoreCollection) -> None:
 
 
 def _recover(
-    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
+    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None,
+    via: str, fallback: bool, notes: list[str],
 ) -> None:
     """Recover one archive on one node. Never while a recover of the collection may still run
     there (an earlier one whose client gave up goes on, and the last to finish wins); a recover
@@ -182,22 +188,43 @@ def _recover(
     for attempt in (1, 2):
         _wait_for_recoveries(client, collection)
         try:
-            _send_recover(ctx, client, repo, collection, archive, shard_id, via)
+            via = _send_recover(ctx, client, repo, collection, archive, shard_id, via, fallback, notes)
             return
         except OutcomeUnknown:
             if attempt == 2:
                 raise
 
 
+def _url_refused(error: QdrantError) -> bool:
+    """The node cannot or will not fetch the archive itself: URL recovery disabled (403, Qdrant
+    1.18+), or its download failed (no egress, as on Qdrant Cloud; a slow link's 60 s timeout)."""
+    text = str(error).lower()
+    return (error.status == 403 and ("remote url" in text or "is disabled" in text)) or (
+        error.status in (400, 500) and "download" in text and "checksum" not in text
+    )
+
+
 def _send_recover(
-    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None, via: str
-) -> None:
+    ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None,
+    via: str, fallback: bool, notes: list[str],
+) -> str:
+    """Send one recover (URL, or upload through qbr); return the way that is used from now on."""
     if via == "url":
         url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
         if url is not None:
-            client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256 or None)
-            faultpoints.reached("restore.recovered")
-            return
+            try:
+                client.recover_snapshot(collection, url, shard_id=shard_id, priority=PRIORITY, checksum=archive.sha256 or None)
+                faultpoints.reached("restore.recovered")
+                return via
+            except QdrantError as error:
+                if isinstance(error, OutcomeUnknown) or not _url_refused(error):
+                    raise
+                if not fallback:
+                    raise QbrError(
+                        f"node {client.node} cannot recover from a URL ({error}); with via: url the restore stops: "
+                        "set via: auto or upload (or enable the node's service.enable_snapshot_url_recovery and egress)"
+                    ) from None
+                notes.append(f"node {client.node} could not fetch the archive by URL, so it was uploaded through qbr ({error})")
     filename = posixpath.basename(archive.key)
     ctx.progress.expect(archive.size)
     client.upload_snapshot(
@@ -212,6 +239,7 @@ def _send_recover(
     faultpoints.reached("restore.recovered")
     # Qdrant keeps the uploaded file in the collection's snapshot folder; do not let it fill the disk.
     client.delete_snapshot(collection, filename, shard_id=shard_id, missing_ok=True)
+    return "upload"
 
 
 RECOVERING = frozenset({"ManualRecovery", "Partial", "Recovery", "PartialSnapshot", "Initializing"})

@@ -206,6 +206,7 @@ def plan_restore(
                         target_cluster=restore.to,
                         target_collection=target_name,
                         via=via,
+                        fallback=restore.via == "auto",
                     )),
                 )
             )

@@ -361,3 +361,27 @@ def test_replicas_backup_reads_an_active_one_and_restore_keeps_the_replication_f
     assert payload_tags(target.urls[0], "docs") == {"v2"}
     with QdrantClient(target.urls[0]) as client:
         assert client.collection_info("docs")["config"]["params"]["replication_factor"] == 2
+
+
+# ---------------------------------------------------------------- locked-down clusters: no URL recovery
+
+URL_RECOVERY_OFF = {"status": {"error": "Forbidden: Snapshot recovery from remote URLs is disabled"}, "time": 0}
+
+
+def test_a_node_that_refuses_url_recovery_gets_an_upload_under_via_auto_and_a_sentence_under_via_url(emulator, tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    repo = f'{{s3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}}}'
+    backup_and_replica(source, target, tmp_path, repo=repo)
+    target.nodes[0].faults.add(method="PUT", path=r"/snapshots/recover$", status=403, body=URL_RECOVERY_OFF, times=None)
+    strict = (tmp_path / "qbr.yaml").read_text().replace("if_exists: replace", "if_exists: replace\n    via: url")
+    (tmp_path / "strict.yaml").write_text(strict)
+    refused = qbr("apply", "--auto-approve", "--now", T0, "-f", "strict.yaml", cwd=tmp_path)
+    assert refused.exit_code == 1
+    assert "cannot recover from a URL" in refused.output and "set via: auto or upload" in refused.output
+    assert "X-Amz" not in refused.output  # the presigned URL never reaches a message
+    auto = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert auto.exit_code == 0, auto.output
+    assert "could not fetch the archive by URL, so it was uploaded through qbr" in auto.output
+    assert len(all_points(target.urls[0], "docs")) == 10 and target.upload_bytes() > 0
