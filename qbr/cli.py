@@ -120,6 +120,10 @@ def _load(manifest_file: str | None):
     return load_manifest(path)
 
 
+def _warn(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
 def _write_private(path: str, text: str) -> None:
     """Plans and state are written owner-only: they name hosts and collections."""
     import os
@@ -180,6 +184,15 @@ def show_command(plan_file, as_json, verbose) -> None:
         click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
 
 
+metrics_option = click.option(
+    "--metrics-file",
+    envvar="QBR_METRICS_FILE",
+    default=None,
+    metavar="PATH",
+    help="Also write Prometheus metrics to PATH (e.g. node_exporter's textfile folder; default $QBR_METRICS_FILE).",
+)
+
+
 @cli.command("apply")
 @manifest_option
 @click.argument("plan_file", required=False)
@@ -187,13 +200,16 @@ def show_command(plan_file, as_json, verbose) -> None:
 @parallelism_option
 @click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for another apply's lock.")
 @click.option("--max-plan-age", default="6h", show_default=True, help="Refuse a saved plan older than this.")
+@click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines (schemas/events.v1.json) instead of text.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say what qbr retries and waits for (on stderr).")
+@metrics_option
 @click.option("--now", "now_text", default=None, hidden=True)  # tests only, with QBR_TEST_CLOCK=1
-def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, now_text) -> None:
+def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
+    from qbr.apply_session import ApplySession, Presentation
     from qbr.durations import parse_duration
+    from qbr.events import JsonLines
     from qbr.plan_file import check_plan_age, load_plan
-    from qbr.render.plan import SYMBOLS, render_plan
-    from qbr.transfer import Progress
     from qbr.workflow import apply_locked
 
     try:
@@ -210,49 +226,22 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
         check_plan_age(saved, clock(), max_age, plan_file)
     manifest = _load(manifest_file)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    if saved is None and not auto_approve and not interactive:
-        raise QbrError("apply needs confirmation but there is no terminal to ask on; pass --auto-approve (or apply a saved plan)")
-
-    def on_plan(plan) -> None:
-        if saved is None:
-            click.echo(render_plan(plan, color=_color()), nl=False)
-
-    def confirm(plan) -> bool:
-        if saved is not None or auto_approve:
-            return True
-        answer = click.prompt("Apply these actions? Only 'yes' is accepted", default="", show_default=False)
-        if answer.strip() != "yes":
-            click.echo("Apply cancelled.")
-            return False
-        return True
-
-    def on_outcome(outcome, action) -> None:
-        mark = {"done": "done", "failed": "FAILED", "skipped": "skipped"}[outcome.status]
-        line = f"{SYMBOLS[action.change]} {action.title}: {mark} ({outcome.seconds:.1f}s)"
-        click.echo(line)
-        if outcome.message:
-            click.echo(f"    {outcome.message}", err=outcome.status == "failed")
-
-    report = apply_locked(
+    if saved is None and not auto_approve and (as_json or not interactive):
+        raise QbrError(
+            f"apply needs confirmation but {'--json leaves no terminal' if as_json else 'there is no terminal'} to ask on; "
+            "pass --auto-approve (or apply a saved plan)"
+        )
+    options = Presentation(as_json, verbose, _color(), saved is not None, auto_approve, metrics_file, parallelism)
+    session = ApplySession(
         manifest,
-        saved_plan=saved,
-        parallelism=parallelism,
-        lock_timeout=timeout,
-        clock=clock,
-        confirm=confirm,
-        on_plan=on_plan,
-        on_outcome=on_outcome,
-        warn=lambda message: click.echo(f"Warning: {message}", err=True),
-        progress=Progress(),
+        options,
+        echo=click.echo,
+        prompt=lambda text: click.prompt(text, default="", show_default=False),
+        emit=JsonLines(lambda: sys.stdout),
     )
-    if report is None:
-        return
-    click.echo(
-        f"Apply {'complete' if report.ok else 'incomplete'}: {report.count('done')} done, "
-        f"{report.count('failed')} failed, {report.count('skipped')} skipped."
-    )
-    if not report.ok:
-        sys.exit(1)
+    sys.exit(session.run(lambda **callbacks: apply_locked(
+        manifest, saved_plan=saved, parallelism=parallelism, lock_timeout=timeout, clock=clock, **callbacks
+    )))
 
 
 @cli.command("force-unlock")
@@ -273,8 +262,9 @@ def force_unlock_command(manifest_file, lock_id) -> None:
 @manifest_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @parallelism_option
+@metrics_option
 @_now_option
-def status_command(manifest_file, as_json, parallelism, now_text) -> None:
+def status_command(manifest_file, as_json, parallelism, metrics_file, now_text) -> None:
     """Is every backup within its rpo? Exit 0 if so, 3 if any is late, 1 on errors."""
     import json as jsonlib
 
@@ -294,6 +284,10 @@ def status_command(manifest_file, as_json, parallelism, now_text) -> None:
         click.echo(jsonlib.dumps(report.to_dict(), indent=2))
     else:
         click.echo(render_status(report), nl=False)
+    if metrics_file:
+        from qbr.metrics import write_status_metrics
+
+        write_status_metrics(metrics_file, manifest, (repositories, state), clock(), _warn)
     sys.exit(report.exit_code)
 
 
@@ -309,15 +303,21 @@ def status_command(manifest_file, as_json, parallelism, now_text) -> None:
     help="Restore each backup's newest set into temporary collections on CLUSTER, count, then delete them.",
 )
 @parallelism_option
-def verify_command(manifest_file, backup_name, deep, restore_cluster, parallelism) -> None:
+@metrics_option
+def verify_command(manifest_file, backup_name, deep, restore_cluster, parallelism, metrics_file) -> None:
     """Re-read every archive of every set and check its size and sha256. Exit 0 if all is whole, 1 if not."""
     from qbr.connections import Connections
     from qbr.verify import render_verify, verify
 
     manifest = _load(manifest_file)
+    started = _clock(None)()
     with Connections(manifest, parallelism) as connections:
         report = verify(manifest, connections, backup=backup_name, deep=deep, restore_cluster=restore_cluster)
     click.echo(render_verify(report), nl=False)
+    if metrics_file:
+        from qbr.metrics import write_verify_metrics
+
+        write_verify_metrics(metrics_file, manifest, started, report, parallelism, _warn)
     sys.exit(report.exit_code)
 
 

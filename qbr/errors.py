@@ -63,7 +63,10 @@ class StateError(QbrError):
 
 
 class LockError(QbrError):
-    """The state lock is held by someone else."""
+    """A lock stands in the way: held by another run, or one qbr cannot take or remove.
+    Its own exit code (4), so a script tells "busy, try later" from "broken" (1)."""
+
+    exit_code = 4
 
 
 class StalePlanError(QbrError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from qbr.apply import Applier, ApplyReport, Outcome
 from qbr.connections import Connections
@@ -75,6 +75,9 @@ def apply_locked(
     on_outcome: Callable[[Outcome, Action], None],
     warn: Callable[[str], None],
     progress: Progress,
+    on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    should_abandon: Callable[[], bool] = lambda: False,
 ) -> ApplyReport | None:
     """Take the locks (the state's, then each written repository's), (re)check or make the plan,
     confirm, run it; the locks are released however it ends. None when nothing ran."""
@@ -105,7 +108,9 @@ def apply_locked(
                 clock=clock,
                 progress=progress,
                 report=on_outcome,
-                should_stop=lock.lost.is_set,
+                should_stop=lambda: lock.lost.is_set() or should_stop(),
+                should_abandon=should_abandon,
+                events=on_event,
             )
             try:
                 return applier.run()

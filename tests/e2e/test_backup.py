@@ -191,7 +191,7 @@ def test_two_applies_started_together_one_runs_the_other_fails_naming_the_holder
     out2, err2 = second.communicate(timeout=60)
     out1, err1 = first.communicate(timeout=60)
     assert first.returncode == 0, out1 + err1
-    assert second.returncode == 1, out2 + err2
+    assert second.returncode == 4, out2 + err2  # a lock error has its own exit code
     assert "is locked by" in err2 and "pid" in err2 and "force-unlock" in err2
     assert "Traceback" not in err2
     assert not (tmp_path / ".qbr" / "state.json.lock").exists(), "the lock is released"
@@ -210,9 +210,9 @@ def test_force_unlock_removes_a_dead_holders_lock_and_expired_leases_are_taken_o
     dead._stop.set()  # a holder that died: nobody renews, nobody releases
     lock_id = dead.info.id
     blocked = qbr("apply", "--auto-approve", "--lock-timeout", "0s", cwd=tmp_path)
-    assert blocked.exit_code == 1 and lock_id in blocked.stderr
+    assert blocked.exit_code == 4 and lock_id in blocked.stderr
     wrong = qbr("force-unlock", "not-the-id", cwd=tmp_path)
-    assert wrong.exit_code == 1 and lock_id in wrong.stderr
+    assert wrong.exit_code == 4 and lock_id in wrong.stderr
     unlocked = qbr("force-unlock", lock_id, cwd=tmp_path)
     assert unlocked.exit_code == 0 and "Removed the lock" in unlocked.stdout
     assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0

@@ -70,7 +70,7 @@ def test_a_second_host_with_its_own_state_is_refused_while_the_first_writes_the_
     out2, err2 = second.communicate(timeout=60)
     out1, err1 = first.communicate(timeout=60)
     assert first.returncode == 0, out1 + err1
-    assert second.returncode == 1, out2 + err2
+    assert second.returncode == 4, out2 + err2  # a lock error has its own exit code
     assert err2.startswith(f"Error: the repository s3main ({repo.describe()}) is locked by "), err2
     lock_id = re.search(r"lock ID ([0-9a-f-]{36})", err2).group(1)
     assert f"`qbr force-unlock {lock_id}`" in err2 and "pid" in err2 and "since" in err2
@@ -106,9 +106,9 @@ def test_force_unlock_finds_a_dead_hosts_repository_lock_by_its_id(hosts):
     dead.acquire(0)
     dead._stop.set()  # the cron host died: nobody renews, nobody releases
     blocked = qbr("apply", "--auto-approve", "--lock-timeout", "0s", cwd=host_b)
-    assert blocked.exit_code == 1 and "the repository s3main" in blocked.stderr and dead.info.id in blocked.stderr
+    assert blocked.exit_code == 4 and "the repository s3main" in blocked.stderr and dead.info.id in blocked.stderr
     wrong = qbr("force-unlock", "not-the-id", cwd=host_b)
-    assert wrong.exit_code == 1 and dead.info.id in wrong.stderr and "no lock has ID not-the-id" in wrong.stderr
+    assert wrong.exit_code == 4 and dead.info.id in wrong.stderr and "no lock has ID not-the-id" in wrong.stderr
     unlocked = qbr("force-unlock", dead.info.id, cwd=host_b)
     assert unlocked.exit_code == 0, unlocked.output
     assert "Removed the lock held by" in unlocked.stdout and f"on the repository s3main ({repo.describe()})" in unlocked.stdout
