@@ -7,13 +7,14 @@ requests in flight whatever mix of clusters, nodes and collections is being read
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from typing import Any
 
 import httpx
 
 from qbr.errors import QbrError
-from qbr.manifest import Manifest, RepositoryConfig
+from qbr.manifest import ClusterConfig, Manifest, RepositoryConfig
 from qbr.qdrant import NodeRef, QdrantClient, rest_urls_from_cluster
 from qbr.repository import open_local_repository, open_s3_repository
 from qbr.repository.base import Repository
@@ -77,7 +78,7 @@ class Connections:
                     snapshot_timeout=long_timeout,
                     retries=self._retries,
                     backoff=self._backoff,
-                    transport=_BoundedTransport(httpx.HTTPTransport(), self._slots),
+                    transport=_BoundedTransport(_http_transport(config), self._slots),
                 )
                 self._clients[key] = client
             return client
@@ -150,3 +151,19 @@ def open_repository(config: RepositoryConfig) -> Repository:
         )
     assert config.path is not None
     return open_local_repository(config.path)
+
+
+def _http_transport(config: ClusterConfig) -> httpx.HTTPTransport:
+    """The TLS a cluster's manifest entry asks for: a private CA, a client certificate, or none."""
+    tls = config.tls
+    if not tls.verify:
+        return httpx.HTTPTransport(verify=False)
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_bundle) if tls.ca_bundle else None)
+        if tls.client_cert is not None:
+            context.load_cert_chain(str(tls.client_cert), str(tls.client_key) if tls.client_key else None)
+        return httpx.HTTPTransport(verify=context)
+    except (OSError, ssl.SSLError) as error:
+        raise QbrError(
+            f"cannot load the TLS files of cluster {config.name} (tls.ca_bundle, tls.client_cert, tls.client_key): {error}"
+        ) from None

@@ -822,7 +822,7 @@ def test_field_names_others_code_against():
     ]
     m = load(restore("from: nightly\nto: dr\n"))
     assert [f.name for f in dataclasses.fields(m.clusters["prod"])] == [
-        "name", "urls", "api_key", "rest_port", "timeout", "discover", "snapshot_timeout", "snapshot_storage"
+        "name", "urls", "api_key", "rest_port", "timeout", "discover", "snapshot_timeout", "snapshot_storage", "tls"
     ]
     assert [f.name for f in dataclasses.fields(m.repositories["main"])] == [
         "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region"

@@ -20,6 +20,7 @@ from qbr.manifest.model import (
     RestoreConfig,
     SnapshotStorage,
     StateLocation,
+    TlsConfig,
 )
 from qbr.retention import RetentionPolicy
 
@@ -58,6 +59,12 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             discover="nodes" not in c,
             snapshot_timeout=parse_duration(c["snapshot_timeout"]) if "snapshot_timeout" in c else None,
             snapshot_storage=_snapshot_storage(c.get("snapshot_storage")),
+            tls=TlsConfig(
+                ca_bundle=local(c["tls"]["ca_bundle"]) if c.get("tls", {}).get("ca_bundle") else None,
+                client_cert=local(c["tls"]["client_cert"]) if c.get("tls", {}).get("client_cert") else None,
+                client_key=local(c["tls"]["client_key"]) if c.get("tls", {}).get("client_key") else None,
+                verify=c.get("tls", {}).get("verify", True),
+            ),
         )
 
     repositories: dict[str, RepositoryConfig] = {}

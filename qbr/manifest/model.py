@@ -32,6 +32,16 @@ class SnapshotStorage:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """How qbr checks the nodes' certificates and proves itself to them."""
+
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A Qdrant cluster; `urls` lists the known nodes' REST URLs (url first, no trailing '/')."""
 
@@ -43,6 +53,7 @@ class ClusterConfig:
     discover: bool  # only `url` was given: the other nodes come from GET /cluster
     snapshot_timeout: timedelta | None = None
     snapshot_storage: SnapshotStorage | None = None
+    tls: TlsConfig = TlsConfig()
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,12 @@ def make_plan(
     for repo_name in sorted({b.repository for b in manifest.backups.values()}):
         plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
     plan_node_snapshot_cleanup(draft, observed, state)
+    for cluster in manifest.clusters.values():
+        if not cluster.tls.verify and cluster.name in observed.clusters:
+            draft.warnings.append(
+                f"cluster {cluster.name}: TLS certificates are NOT verified (tls.verify: false): anyone on the path can "
+                "read the API key and the data; give its CA in tls.ca_bundle instead"
+            )
     if len(draft.refusals) == 1:
         raise PlanError(draft.refusals[0])  # the CLI says "Error: " before a one-line message
     if draft.refusals:

@@ -73,7 +73,9 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.ConnectError):
         if "refused" in text:
             return "connection refused"
-        if "certificate" in text or "ssl" in text or "tls" in text:
+        if "certificate" in text:
+            return "its TLS certificate could not be verified (a private CA? set tls.ca_bundle for this cluster)"
+        if "ssl" in text or "tls" in text:
             return "the TLS handshake failed"
         if "name or service" in text or "nodename" in text or "getaddrinfo" in text or "name resolution" in text:
             return "the host name could not be resolved"
