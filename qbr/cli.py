@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -144,17 +145,19 @@ parallelism_option = click.option(
 @click.option("-o", "--out", "out_file", default=None, help="Save the plan as JSON, to apply later exactly as reviewed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (schemas/plan.v1.json).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it, and say what qbr retries.")
 @parallelism_option
 @_now_option
 def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
+    from qbr.events import echo_log, logs_to
     from qbr.render.plan import render_plan
     from qbr.workflow import plan_once
 
     clock = _clock(now_text)
     manifest = _load(manifest_file)
-    plan = plan_once(manifest, parallelism=parallelism, now=clock())
+    with logs_to(echo_log(lambda line: click.echo(line, err=True)), logging.INFO if verbose else logging.WARNING):
+        plan = plan_once(manifest, parallelism=parallelism, now=clock())
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
