@@ -40,7 +40,7 @@ class Transfer:
         else:
             eta = "ETA --"
         numbers = f"  {human_bytes(self.done)} / {human_bytes(total, unknown='?')}  {human_bytes(rate)}/s  {eta}"
-        room = max(10, width - len(numbers) - 2)
+        room = max(10, width - 3 - len(numbers))  # the line stays under the width: no wrap breaks the redraw
         label = self.label if len(self.label) <= room else self.label[: room - 1] + "…"
         return f"  {label}{numbers}"[: max(20, width - 1)]
 
@@ -75,7 +75,7 @@ class LiveProgress(Progress):
         with self._lock:
             transfer = self._transfers.pop(action_id, None)
             if self.enabled and self._drawn:
-                self._draw(time.monotonic(), force=True)
+                self._draw(time.monotonic())
         return max(transfer.done, transfer.expected) if transfer else 0
 
     def clear(self) -> None:
@@ -114,7 +114,7 @@ class LiveProgress(Progress):
             transfer = self._transfers[action] = Transfer("other transfers")
         return transfer
 
-    def _draw(self, now: float, force: bool = False) -> None:
+    def _draw(self, now: float) -> None:
         self._last_draw = now
         width = self._width()
         lines = [t.line(now, width) for t in self._transfers.values() if t.total or t.done]
