@@ -172,16 +172,28 @@ def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, p
 
 @cli.command("show")
 @click.argument("plan_file")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON (as --format json).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown: for a pull-request comment (fits GitHub's 65,536 characters; long sections fold).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also list every kept set.")
-def show_command(plan_file, as_json, verbose) -> None:
+def show_command(plan_file, as_json, output_format, verbose) -> None:
     """Render a saved plan."""
     from qbr.plan_file import load_plan
     from qbr.render.plan import render_plan
 
     plan = load_plan(plan_file)
-    if as_json:
+    if as_json or output_format == "json":
         click.echo(plan.to_json(), nl=False)
+    elif output_format == "markdown":
+        from qbr.render.markdown import render_markdown
+
+        click.echo(render_markdown(plan), nl=False)
     else:
         click.echo(f"Plan made {plan.created} by qbr {plan.qbr_version} from {plan.manifest_source}\n")
         click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
