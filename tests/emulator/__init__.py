@@ -11,7 +11,10 @@ What tests can make a node do (see each docstring):
   `node.during_recover(cb)`, `node.recover_latency`, `cluster.set_replica_state(...)`;
 - accounting (accounting.py): `node.count_requests(...)`, `node.route_counts()`,
   `node.download_bytes()`, `node.upload_bytes()`, `node.traffic.select(...)`;
-- views: `cluster.points`, `shard_points`, `replica_states`, `shard_keys`, `payload_indexes`.
+- views: `cluster.points`, `shard_points`, `replica_states`, `shard_keys`, `payload_indexes`;
+- server-side S3 snapshot storage (s3storage.py): `EmulatorCluster(snapshots_s3={...})`,
+  `snapshots_s3_broken=True`, `url_recovery=False`; `node.s3.fail_uploads(...)`,
+  `cluster.s3_objects()`, `cluster.s3_unfinished_uploads()`.
 """
 
 from tests.emulator.cluster import EmulatorCluster, EmulatorNode

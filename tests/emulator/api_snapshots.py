@@ -28,7 +28,7 @@ from tests.emulator.accounting import (
     ROUTE_SHARD_UPLOAD,
 )
 from tests.emulator.config import PRIORITIES, validate_collection_name
-from tests.emulator.errors import ApiError, bad_request, validation_error
+from tests.emulator.errors import ApiError, bad_input, bad_request, forbidden, validation_error
 from tests.emulator.httpio import multipart_boundary, save_multipart_file
 from tests.emulator.routing import Request, Response, ok, route
 from tests.emulator.snapshots import HEX64, check_local_checksum, hashes_equal, valid_snapshot_name
@@ -52,6 +52,16 @@ def _checksum(value: Any, where: str) -> str | None:
     return value
 
 
+def _check_url_recovery(req: Request, location: str) -> None:
+    """`service.enable_snapshot_url_recovery: false` (Qdrant >= 1.18.0; older ones ignore the key)
+    refuses http(s) locations with 403, inside the spawned work (snapshot_api.rs): with wait=false
+    the call is accepted and the refusal only logged."""
+    cluster = req.node.cluster
+    if (not cluster.url_recovery and recovery.version_tuple(cluster.version) >= (1, 18, 0)
+            and urlsplit(location).scheme.lower() in ("http", "https")):
+        raise forbidden("Snapshot recovery from remote URLs is disabled in the configuration")
+
+
 def _recover_body(req: Request) -> tuple[str, str, str | None, str | None]:
     body = req.json()
     location = body.get("location")
@@ -68,7 +78,7 @@ def _local_shard(req: Request, collection: Collection, shard_id: int):
     if shard is None:
         raise ApiError(404, f"Not found: shard {shard_id} not found")
     if req.node.index not in shard.replicas:
-        raise bad_request(f"Shard {shard_id} is not a local or queue proxy shard")
+        raise bad_input(f"Shard {shard_id} is not a local or queue proxy shard")
     return shard
 
 
@@ -133,6 +143,7 @@ def recover_snapshot(req: Request) -> Response:
     location, priority, checksum, api_key = _recover_body(req)
 
     def work() -> bool:
+        _check_url_recovery(req, location)
         with node.activity.recovering(name):  # the whole recover, download included (recover.rs)
             scheme = urlsplit(location).scheme.lower()
             if scheme in ("http", "https"):
@@ -145,7 +156,7 @@ def recover_snapshot(req: Request) -> Response:
                 path = node.snapshots.local_file(location)
                 check_local_checksum(path, checksum)
                 return recovery.recover_collection(node, name, archives.read_archive(path), priority)
-            raise bad_request(f"URL {location} with schema {scheme or '(none)'} is not supported")
+            raise bad_request(f"URL {location} with scheme {scheme or '(none)'} is not supported")
 
     return req.run(work)
 
@@ -206,6 +217,8 @@ def list_shard_snapshots(req: Request) -> Response:
     shard_id = req.shard_id()
     if shard_id not in collection.shards:
         raise ApiError(404, f"Not found: shard {shard_id} not found")
+    if node.index not in collection.shards[shard_id].replicas:  # `assert_shard_is_local` (shard_holder/mod.rs)
+        raise bad_input(f"Shard {shard_id} is not a local shard")
     return ok(node.snapshots.list(node.snapshots.shard_dir(collection.name, shard_id)), req.started)
 
 
@@ -226,8 +239,7 @@ def delete_shard_snapshot(req: Request) -> Response:
 
     def work() -> bool:
         collection = node.state.resolve(name)
-        if shard_id not in collection.shards:
-            raise ApiError(404, f"Not found: shard {shard_id} not found")
+        _local_shard(req, collection, shard_id)  # `get_shard_snapshot_path`: even a shared bucket's object
         return node.snapshots.delete(node.snapshots.shard_dir(collection.name, shard_id), snapshot)
 
     return req.run(work)
@@ -279,22 +291,20 @@ def recover_shard_snapshot(req: Request) -> Response:
     location, priority, checksum, api_key = _recover_body(req)
 
     def work() -> bool:
+        _check_url_recovery(req, location)
         collection = _shard_for_recovery(req, name, shard_id)
         with recovery.shard_recovery_slot(node, collection.name, shard_id):
             scheme = urlsplit(location).scheme.lower()
             if scheme in ("http", "https"):
                 path = node.snapshots.fetch_url(location, api_key, checksum)
             elif scheme:
-                raise bad_request(f"Invalid snapshot location {location}: use an http(s) URL or a snapshot name")
-            else:
+                raise bad_input(f"Invalid snapshot URL {location}: URLs with {scheme} scheme are not supported")
+            else:  # a bare name, read through the storage (S3 too)
                 if not valid_snapshot_name(location):
                     raise ApiError(404, f"Not found: Snapshot {location} not found")
-                path = node.snapshots.spool_virtual(node.snapshots.shard_dir(collection.name, shard_id), location)
-                try:
-                    check_local_checksum(path, checksum)
-                except BaseException:
-                    path.unlink(missing_ok=True)
-                    raise
+                _local_shard(req, collection, shard_id)  # `get_shard_snapshot_path`
+                path = node.snapshots.fetch_by_name(node.snapshots.shard_dir(collection.name, shard_id), location,
+                                                    checksum)
             try:
                 return recovery.recover_shard(node, collection.name, shard_id, _shard_archive(path, shard_id),
                                               priority)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from tests.emulator.accounting import Traffic, TrafficLog
 from tests.emulator.activity import Activity
 from tests.emulator.faults import Faults
+from tests.emulator.s3storage import S3Settings, S3Store, bucket_objects, make_client, unfinished_uploads
 from tests.emulator.server import NodeHTTPServer, serve_in_thread
 from tests.emulator.snapshots import SnapshotStore
 from tests.emulator.state import ClusterState
@@ -62,6 +63,12 @@ class EmulatorNode:
     @property
     def is_up(self) -> bool:
         return self._server is not None
+
+    @property
+    def s3(self) -> S3Store | None:
+        """This node's server-side S3 storage (None: snapshots on local disk): `fail_uploads(...)`,
+        `uploaded_bytes`, `downloaded_bytes`, `calls`."""
+        return self.snapshots.s3
 
     def __repr__(self) -> str:
         return f"EmulatorNode({self.url}, peer_id={self.peer_id}, up={self.is_up})"
@@ -190,13 +197,28 @@ class EmulatorCluster:
     recover_recreates_shard_keys: a collection recover that creates a custom-sharded collection
     also recreates its shard keys (the proposed fix of qdrant/qdrant#10135). Off by default, as
     in Qdrant 1.19.0: the collection comes back without shard keys and without points.
+
+    snapshots_s3: server-side S3 snapshot storage shared by every node (s3storage.py), e.g.
+    {"endpoint_url": ..., "bucket": ..., "prefix": "snapshots", "region": "us-east-1", "part_size": ...};
+    credentials from the AWS environment unless "access_key"/"secret_key" are given.
+    snapshots_s3_broken: declared S3, but the nodes keep snapshots on local disk (the config
+    silently ignored, qdrant/qdrant#5026). url_recovery=False: `service.enable_snapshot_url_recovery:
+    false`, http(s) recovery answers 403 (Qdrant >= 1.18.0).
     """
 
     def __init__(self, nodes: int = 3, api_key: str | None = None, read_only_api_key: str | None = None,
                  version: str = "1.19.0", port: int = 0, data_dir: str | Path | None = None,
-                 distributed: bool | None = None, recover_recreates_shard_keys: bool = False):
+                 distributed: bool | None = None, recover_recreates_shard_keys: bool = False,
+                 snapshots_s3: dict | S3Settings | None = None, snapshots_s3_broken: bool = False,
+                 url_recovery: bool = True):
         if nodes < 1 or nodes > 250:
             raise ValueError("nodes must be between 1 and 250")
+        if snapshots_s3_broken and not snapshots_s3:
+            raise ValueError("snapshots_s3_broken needs snapshots_s3")
+        self.snapshots_s3 = S3Settings.from_config(snapshots_s3) if snapshots_s3 else None
+        self.snapshots_s3_broken = snapshots_s3_broken
+        self.url_recovery = url_recovery
+        self.s3_client = make_client(self.snapshots_s3) if self.snapshots_s3 else None
         self.api_key = api_key
         self.read_only_api_key = read_only_api_key
         self.version = version
@@ -209,6 +231,9 @@ class EmulatorCluster:
         rng = random.Random(uuid.uuid4().int)
         peer_ids = [rng.randrange(1, 2**63) for _ in range(nodes)]
         self.nodes = [EmulatorNode(self, i, peer_ids[i], self.data_dir / f"node-{i}") for i in range(nodes)]
+        if self.snapshots_s3 is not None and not snapshots_s3_broken:
+            for node in self.nodes:
+                node.snapshots.s3 = S3Store(self.snapshots_s3, self.s3_client)
         if self.distributed:
             shared = ClusterState(list(range(nodes)), dict(enumerate(peer_ids)), True)
             for node in self.nodes:
@@ -320,6 +345,14 @@ class EmulatorCluster:
         collection = state.create_collection(name, {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1},
                                              synthetic_size=int(snapshot_size), replicas_on=[node])
         collection.config["uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"qdrant-emulator/{name}"))
+
+    def s3_objects(self) -> dict[str, int]:
+        """{key: size} of every object under the snapshots prefix in the S3 bucket (broken mode too)."""
+        return bucket_objects(self.s3_client, self.snapshots_s3)
+
+    def s3_unfinished_uploads(self) -> list[str]:
+        """Keys of multipart uploads under the prefix that were never completed nor aborted."""
+        return unfinished_uploads(self.s3_client, self.snapshots_s3)
 
     def wait_background(self, timeout: float = 30.0) -> None:
         """Wait for accepted (wait=false) work on every node."""

@@ -5,6 +5,10 @@
     <snapshots>/full-snapshot-<ts>.snapshot                        full snapshots
 
 Synthetic snapshots are "virtual": they have no file, their bytes are generated on download.
+
+With server-side S3 storage (`self.s3`, s3storage.py) the same paths are object keys in the
+cluster's bucket: creation uploads there, list/download/delete go there; uploads for recovery
+and `file://` recovery still use the local directory, as in Qdrant.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from tests.emulator import archive as archives
 from tests.emulator.errors import ApiError, bad_request, forbidden
+from tests.emulator.s3storage import S3Store
 from tests.emulator.state import Collection
 
 if TYPE_CHECKING:
@@ -94,6 +99,11 @@ class SnapshotStore:
         self.tmp = tmp
         self.virtual: dict[tuple[str, str], tuple[archives.SyntheticArchive, str, str]] = {}
         self.lock = threading.Lock()
+        self.s3: S3Store | None = None  # server-side S3 storage, set by the cluster
+
+    def key(self, directory: Path, name: str = "") -> str:
+        """The S3 object key of a place (or a file) below the snapshots directory."""
+        return self.s3.settings.key(directory.relative_to(self.root).as_posix(), name)
 
     # -- places -----------------------------------------------------------------------------
     def collection_dir(self, collection: str) -> Path:
@@ -127,6 +137,8 @@ class SnapshotStore:
         return description
 
     def list(self, directory: Path) -> list[dict]:
+        if self.s3 is not None:
+            return self.s3.list(self.key(directory))
         names: list[str] = []
         if directory.is_dir():
             names = [e.name for e in os.scandir(directory) if e.is_file() and e.name.endswith(".snapshot")]
@@ -137,6 +149,8 @@ class SnapshotStore:
     def delete(self, directory: Path, name: str) -> bool:
         if not valid_snapshot_name(name):
             raise ApiError(404, f"Not found: Snapshot {name} not found")
+        if self.s3 is not None:
+            return self.s3.delete(self.key(directory, name))
         with self.lock:
             virtual = self.virtual.pop((str(directory), name), None)
         path = directory / name
@@ -146,10 +160,13 @@ class SnapshotStore:
         (directory / f"{name}.checksum").unlink(missing_ok=True)
         return True
 
-    def stream(self, directory: Path, name: str) -> tuple[Iterator[bytes], int]:
-        """The bytes of a stored snapshot and their length (plain-text 404 when missing)."""
+    def stream(self, directory: Path, name: str) -> tuple[Iterator[bytes], int | None]:
+        """The bytes of a stored snapshot and their length (plain-text 404 when missing); from S3
+        the length is None: Qdrant streams the object through, chunked."""
         if not valid_snapshot_name(name):
             raise ApiError(404, f"Not found: Snapshot {name} not found", plain=True)
+        if self.s3 is not None:
+            return self.s3.open(self.key(directory, name))[0], None
         with self.lock:
             virtual = self.virtual.get((str(directory), name))
         if virtual is not None:
@@ -171,6 +188,8 @@ class SnapshotStore:
     # -- creation ---------------------------------------------------------------------------
     def _commit(self, directory: Path, name: str, write) -> dict:
         """Write to a temp file, then the .checksum sidecar, then rename (what Qdrant does)."""
+        if self.s3 is not None:
+            return self._commit_s3(directory, name, write)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
@@ -184,7 +203,28 @@ class SnapshotStore:
             self.virtual.pop((str(directory), name), None)
         return self.describe(directory, name)
 
+    def _commit_s3(self, directory: Path, name: str, write) -> dict:
+        """Build in the temp dir, multipart-upload, remove the local file (`SnapshotStorageCloud::store_file`)."""
+        tmp = self.temp_path("s3-upload")
+        try:
+            write(tmp)
+            with open(tmp, "rb") as fh:
+                return self._store_s3(directory, name, iter(lambda: fh.read(READ_BLOCK), b""), tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _store_s3(self, directory: Path, name: str, chunks, tmp: Path) -> dict:
+        try:
+            return self.s3.store(chunks, self.key(directory, name))
+        except ApiError as err:
+            if directory.parent != self.root:
+                raise
+            raise ApiError(500, f"Service internal error: failed to store snapshot archive to {tmp}: "
+                                f"{err.message}") from None  # Collection::create_snapshot
+
     def _commit_virtual(self, directory: Path, name: str, synthetic: archives.SyntheticArchive) -> dict:
+        if self.s3 is not None:
+            return self._store_s3(directory, name, synthetic.iter_bytes(), self.tmp / f"{name}-arc-{uuid.uuid4().hex[:6]}")
         checksum = synthetic.sha256()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / name).unlink(missing_ok=True)
@@ -259,11 +299,46 @@ class SnapshotStore:
             with tarfile.open(tmp, "a", format=tarfile.GNU_FORMAT) as tar:
                 for collection_name, snapshot_name in parts:
                     chunks, size = self.stream(self.collection_dir(collection_name), snapshot_name)
+                    if size is None:
+                        size = self.s3.size(self.key(self.collection_dir(collection_name), snapshot_name))
                     info = tarfile.TarInfo(snapshot_name)
                     info.size = size
                     tar.addfile(info, _IterReader(chunks))
 
         return self._commit(self.root, f"full-snapshot-{utc_stamp()}.snapshot", write)
+
+    def fetch_by_name(self, directory: Path, name: str, checksum: str | None) -> Path:
+        """A stored snapshot in a temp file, for a shard recover by bare name (`get_snapshot_file`).
+
+        With a checksum, Qdrant 1.19 hashes the snapshot at its *local* path
+        (src/common/snapshots.rs, `recover_shard_snapshot`): in S3 mode there is no such file, so
+        the recover fails with 500 after the download.
+        """
+        if self.s3 is None:
+            path = self.spool_virtual(directory, name)
+            try:
+                check_local_checksum(path, checksum)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            return path
+        tmp = self.temp_path("s3-download")
+        try:
+            self.s3.download_to(self.key(directory, name), tmp)
+            if checksum:
+                local = directory / name
+                try:
+                    computed = sha256_file(local)
+                except OSError as err:
+                    raise ApiError(500, f"Service internal error: failed to open file `{local}`: "
+                                        f"{err.strerror} (os error {err.errno})") from None
+                if not hashes_equal(computed, checksum):
+                    raise ApiError(400, f"Wrong input: Snapshot checksum mismatch: expected {checksum}, "
+                                        f"got {computed}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     def spool_virtual(self, directory: Path, name: str) -> Path:
         """Write a stored (possibly virtual) snapshot to a temp file, for recovery by name."""

@@ -227,3 +227,31 @@ def test_telemetry_through_the_client(source):
     assert client.http.service_api.telemetry().result.collections.snapshots is None
     aggregated = client.http.service_api.telemetry(details_level=1).result.collections.collections
     assert aggregated[0].vectors == N_POINTS and aggregated[0].params.vectors.size == 4
+
+
+def test_s3_snapshot_storage_answers_parse_in_the_client(emulator, s3_bucket):
+    endpoint, bucket = s3_bucket
+    cluster = emulator(snapshots_s3={"endpoint_url": endpoint, "bucket": bucket})
+    client = client_for(cluster.urls[0])
+    client.create_collection("docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    client.upsert("docs", points=sample_points(), wait=True)
+    description = client.create_snapshot("docs", wait=True)
+    assert isinstance(description, models.SnapshotDescription) and description.checksum is None
+    assert description.size > 0 and description.creation_time
+    shard = client.create_shard_snapshot("docs", shard_id=0, wait=True)
+    assert shard.checksum is None
+    listed = client.list_snapshots("docs")  # recursive: the shard snapshot is listed too
+    assert sorted(s.name for s in listed) == sorted([description.name, shard.name])
+    assert all(s.checksum is None for s in listed)
+    assert [s.name for s in client.list_shard_snapshots("docs", shard_id=0)] == [shard.name]
+    full = client.create_full_snapshot(wait=True)
+    everything = {s.name for s in client.list_full_snapshots()}  # recursive over the whole prefix
+    assert everything == {key.rsplit("/", 1)[-1] for key in cluster.s3_objects()} >= {description.name, full.name}
+    client.delete("docs", points_selector=models.PointIdsList(points=[3, 5]), wait=True)
+    assert client.recover_shard_snapshot("docs", shard_id=0, location=shard.name,
+                                         priority=models.SnapshotPriority.SNAPSHOT, wait=True) is True
+    assert all_points(client, "docs") == expected()
+    assert client.delete_snapshot("docs", description.name, wait=True) is True
+    remaining = {s.name for s in client.list_snapshots("docs")}
+    assert description.name not in remaining and shard.name in remaining
+    client.close()

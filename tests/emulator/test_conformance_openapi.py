@@ -263,6 +263,33 @@ def test_downloads_are_tar_archives_of_the_declared_type(emulator, http):
     assert tarfile.open(fileobj=io.BytesIO(response.content), mode="r:").getnames()[0] == "version.info"
 
 
+def test_s3_storage_answers_match_the_document(emulator, http, s3_bucket):
+    endpoint, bucket = s3_bucket
+    cluster = emulator(snapshots_s3={"endpoint_url": endpoint, "bucket": bucket}, url_recovery=False)
+    url = cluster.urls[0]
+    check = Checker(http, url)
+    c, s0 = {"collection_name": "docs"}, {"collection_name": "docs", "shard_id": 0}
+    check("PUT", "/collections/{collection_name}", path_params=c, json={"vectors": {"size": 2, "distance": "Dot"}})
+    snapshot = check("POST", "/collections/{collection_name}/snapshots", path_params=c)["result"]
+    shard = check("POST", "/collections/{collection_name}/shards/{shard_id}/snapshots", path_params=s0)["result"]
+    assert "checksum" not in snapshot and "checksum" not in shard
+    listed = check("GET", "/collections/{collection_name}/snapshots", path_params=c)["result"]
+    assert len(listed) == 2
+    check("GET", "/collections/{collection_name}/shards/{shard_id}/snapshots", path_params=s0)
+    check("POST", "/snapshots")
+    check("GET", "/snapshots")
+    check("PUT", "/collections/{collection_name}/snapshots/recover", 403, path_params={"collection_name": "copy"},
+          json={"location": f"{url}/collections/docs/snapshots/{snapshot['name']}"})
+    check("PUT", "/collections/{collection_name}/snapshots/recover", 400, path_params={"collection_name": "copy"},
+          json={"location": f"s3://{bucket}/snapshots/docs/{snapshot['name']}"})
+    check("PUT", "/collections/{collection_name}/shards/{shard_id}/snapshots/recover", 500, path_params=s0,
+          json={"location": shard["name"], "checksum": "0" * 64})
+    check("DELETE", "/collections/{collection_name}/snapshots/{snapshot_name}",
+          path_params={**c, "snapshot_name": snapshot["name"]})
+    check("DELETE", "/collections/{collection_name}/snapshots/{snapshot_name}", 404,
+          path_params={**c, "snapshot_name": snapshot["name"]})
+
+
 def test_the_validator_rejects_malformed_bodies():
     info = component_validator("CollectionInfo")
     good = {

@@ -287,7 +287,7 @@ def test_shard_snapshots_create_list_download_recover(emulator, http):
     n0, n1 = cluster.nodes
     r = http.post(f"{n1.url}/collections/docs/shards/0/snapshots")
     assert r.status_code == 400
-    assert r.json()["status"]["error"] == "Bad request: Shard 0 is not a local or queue proxy shard"
+    assert r.json()["status"]["error"] == "Wrong input: Shard 0 is not a local or queue proxy shard"
     assert http.post(f"{n0.url}/collections/docs/shards/7/snapshots").status_code == 404
     desc = http.post(f"{n0.url}/collections/docs/shards/0/snapshots").json()["result"]
     assert re.fullmatch(r"docs-shard-0-\d{4}(-\d{2}){5}\.snapshot", desc["name"])
