@@ -115,7 +115,7 @@ def _load(manifest_file: str | None):
     if path is None:
         click.echo(
             "No qbr.yaml here: using the embedded default manifest (every collection at $QDRANT_URL into "
-            "./qbr-backups); write a qbr.yaml, e.g. from examples/plans/quickstart.yaml, to choose your own.",
+            "./qbr-backups); write your own from your cluster with: qbr init --from URL",
             err=True,
         )
     return load_manifest(path)
@@ -257,6 +257,31 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
     sys.exit(session.run(lambda **callbacks: apply_locked(
         manifest, saved_plan=saved, parallelism=parallelism, lock_timeout=timeout, clock=clock, **callbacks
     )))
+
+
+@cli.command("init")
+@click.option("--from", "from_url", required=True, metavar="URL", help="A Qdrant node to read (its API key from $QDRANT_API_KEY).")
+@click.option("--repository", default=None, metavar="s3://BUCKET/PREFIX|FOLDER", help="Where backups go (default ./qbr-backups).")
+@click.option("-f", "--file", "manifest_file", default="qbr.yaml", show_default=True, help="The manifest to write; never overwritten.")
+def init_command(from_url, repository, manifest_file) -> None:
+    """Read a cluster (collections, aliases, nodes, versions) and write a commented manifest for it."""
+    import os
+    from pathlib import Path
+
+    from qbr.init import RepositoryChoice, check_and_write, render_manifest, survey, write_schema_beside
+
+    if not from_url.startswith(("http://", "https://")):
+        raise click.BadParameter("expected the URL of a Qdrant node, such as http://localhost:6333", param_hint="--from")
+    path = Path(manifest_file)
+    if path.exists():
+        raise QbrError(f"{path} already exists; qbr init never overwrites a manifest (move it aside, or write another with -f)")
+    choice = RepositoryChoice.parse(repository)
+    found = survey(from_url, os.environ.get("QDRANT_API_KEY") or None)
+    check_and_write(path, render_manifest(found, choice))
+    schema = write_schema_beside(path)
+    click.echo(f"Wrote {path}: {len(found.collections)} collections of a {len(found.nodes)}-node Qdrant {found.version}, "
+               f"backed up daily into {repository or './qbr-backups'}" + (f" (and {schema} for your editor)." if schema else "."))
+    click.echo(f"Next: read it, then qbr plan{'' if str(path) == 'qbr.yaml' else ' -f ' + str(path)}, and qbr apply.")
 
 
 @cli.command("force-unlock")
