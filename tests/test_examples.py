@@ -11,7 +11,8 @@ import pytest
 from qbr.manifest import load_manifest, load_manifest_text
 
 PLANS = Path(__file__).resolve().parent.parent / "examples" / "plans"
-README_LISTS = {"quickstart.yaml", "nightly-s3.yaml", "tiers.yaml", "dr-replica.yaml", "migration.yaml"}
+README_LISTS = {"quickstart.yaml", "nightly-s3.yaml", "tiers.yaml", "dr-replica.yaml", "migration.yaml", "qdrant-writes-s3.yaml",
+                "s3-compatible.yaml"}
 
 
 def example(name: str, env: dict[str, str] | None = None):
@@ -106,3 +107,16 @@ def test_the_readme_manifest_is_valid():
     manifest = load_manifest_text(block.group(1), "README.md", Path("/tmp"), env={"QDRANT_API_KEY": "k"})
     assert set(manifest.backups) == {"nightly"} and set(manifest.restores) == {"dr-replica"}
     assert manifest.restores["dr-replica"].target_name("docs") == "docs_dr"
+
+
+def test_the_qdrant_writes_to_s3_example_declares_the_nodes_store_and_adopts_the_scripts_snapshots():
+    manifest = example("qdrant-writes-s3.yaml")
+    store = manifest.clusters["prod"].snapshot_storage
+    assert store is not None and (store.bucket, store.prefix) == ("qdrant-snapshots", "snapshots")
+    assert manifest.repositories["main"].endpoint_url == store.endpoint_url  # same store: copies stay inside S3
+    adoption = manifest.adopt["legacy"]
+    assert (adoption.into, adoption.window) == ("nightly", timedelta(minutes=10)) and adoption.aliases_csv is not None
+
+
+def test_the_s3_compatible_example_reaches_its_store_through_an_endpoint():
+    assert example("s3-compatible.yaml").repositories["minio"].endpoint_url == "http://minio:9000"
