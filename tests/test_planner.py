@@ -417,3 +417,16 @@ def test_two_sources_restored_into_one_target_are_refused_at_plan_time():
     world = observed([cluster("prod", [docs, docs_dr]), cluster("dr", [])], repository([s]))
     with pytest.raises(PlanError, match="collections docs and docs_dr would both be restored into docs_dr"):
         make_plan(manifest(extra), world, State(), NOW)
+
+
+def test_a_cluster_storing_snapshots_in_s3_below_1_19_is_warned_about_the_bucket_advisory():
+    from dataclasses import replace as _replace
+
+    from qbr.manifest import SnapshotStorage
+
+    m = manifest()
+    m = _replace(m, clusters={**m.clusters, "prod": _replace(m.clusters["prod"], snapshot_storage=SnapshotStorage("b"))})
+    old = observed([cluster("prod", [collection("docs")], version="1.18.3"), cluster("dr", [])], repository([]))
+    new = observed([cluster("prod", [collection("docs")], version="1.19.0"), cluster("dr", [])], repository([]))
+    assert any("GHSA-p9c2-9vq2-gxh8" in w for w in make_plan(m, old, State(), NOW).warnings)
+    assert not any("GHSA" in w for w in make_plan(m, new, State(), NOW).warnings)

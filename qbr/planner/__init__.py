@@ -22,7 +22,7 @@ from qbr.planner.node_cleanup import plan_node_snapshot_cleanup
 from qbr.planner.restores import plan_restore, version_refusal
 from qbr.records import utc_iso
 from qbr.state import State
-from qbr.world import Observed
+from qbr.world import Observed, version_tuple
 
 __all__ = ["DEFAULT_GRACE", "PlannedSet", "describe_config_change", "make_plan", "version_refusal"]
 
@@ -50,6 +50,12 @@ def make_plan(
         plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
     plan_node_snapshot_cleanup(draft, observed, state)
     for cluster in manifest.clusters.values():
+        seen = observed.clusters.get(cluster.name)
+        if cluster.snapshot_storage is not None and seen is not None and version_tuple(seen.version) < (1, 19, 0):
+            draft.warnings.append(
+                f"cluster {cluster.name} stores snapshots in S3 and runs Qdrant {seen.version}: before 1.19.0 a crafted "
+                "snapshot name could read or delete any object of that bucket (GHSA-p9c2-9vq2-gxh8); upgrade it"
+            )
         if not cluster.tls.verify and cluster.name in observed.clusters:
             draft.warnings.append(
                 f"cluster {cluster.name}: TLS certificates are NOT verified (tls.verify: false): anyone on the path can "
