@@ -4,11 +4,14 @@ Bytes flow chunk by chunk from a source iterator into a sink (a repository's put
 Qdrant's upload endpoint); nothing holds a whole archive, so memory stays flat whatever the
 size. A size or checksum mismatch raises from inside the iterator, before the last chunk is
 handed over, so an atomic sink (multipart upload, temp + rename) never commits bad bytes.
+The sha256 is computed in a thread of its own (hashlib releases the GIL on large buffers), so
+hashing runs beside the download and the sink's write instead of between them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import sys
 import threading
 import time
@@ -28,6 +31,51 @@ class Digest:
     sha256: str | None = None
 
 
+#: Hashing moves to its own thread once this many bytes went by (small records stay inline).
+THREAD_AFTER = 1 << 20
+#: Chunks waiting for the hashing thread at most; beyond that the reader waits (memory bound).
+HASH_QUEUE = 2
+
+
+class _Hasher:
+    """sha256 of a stream, computed inline for the first THREAD_AFTER bytes, then in a thread.
+
+    Chunks must not change once given (bytes do not); each is hashed in the order given."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._seen = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self._seen += len(chunk)
+        if self._queue is not None:
+            self._queue.put(chunk)
+            return
+        self._sha.update(chunk)
+        if self._seen >= THREAD_AFTER:
+            self._queue = queue.Queue(maxsize=HASH_QUEUE)
+            self._thread = threading.Thread(target=self._run, name="qbr-sha256", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._sha.update(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the thread to hash what it was given, and end it (idempotent)."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 def verified(
     chunks: Iterable[bytes],
     digest: Digest,
@@ -40,22 +88,28 @@ def verified(
     """Yield `chunks` unchanged while hashing them; raise ChecksumError at the end on a mismatch.
 
     The check runs before the generator is exhausted, so the consumer sees the error instead
-    of a clean end of stream and can abort its write."""
-    hasher = hashlib.sha256()
+    of a clean end of stream and can abort its write. A chunk that is not `bytes` is yielded as
+    a `bytes` copy (it is hashed while the consumer holds it, so it must not change)."""
+    hasher = _Hasher()
     size = 0
     pending: bytes | None = None
-    for chunk in chunks:
-        if not chunk:
-            continue
-        hasher.update(chunk)
-        size += len(chunk)
-        if progress is not None:
-            progress.advance(len(chunk))
-        faultpoints.reached("transfer.chunk")
-        if pending is not None:
-            yield pending
-        pending = chunk
-    sha = hasher.hexdigest()
+    try:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)
+            hasher.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
+            faultpoints.reached("transfer.chunk")
+            if pending is not None:
+                yield pending
+            pending = chunk
+        sha = hasher.hexdigest()
+    finally:
+        hasher.close()
     digest.size, digest.sha256 = size, sha
     if expected_size is not None and size != expected_size:
         raise ChecksumError(

@@ -600,3 +600,190 @@ def test_put_stream_memory_stays_flat(kind: str, request: pytest.FixtureRequest,
     assert measured["peak"] < 3 * part, measured
     if kind == "local":
         assert measured["peak"] < 4 * MiB, measured  # no buffering at all beyond a chunk
+
+
+# -- S3 multipart: part size, parts in flight, failures -----------------------------------------
+
+
+def test_part_size_fits_a_1tib_archive_in_10000_parts() -> None:
+    from qbr.repository.multipart import DEFAULT_PART_SIZE, MAX_PARTS, part_size_for
+
+    tib = 1 << 40
+    size = part_size_for(tib)
+    assert size % MiB == 0 and size > DEFAULT_PART_SIZE
+    assert -(-tib // size) <= MAX_PARTS  # parts are at least this size, so at most this many
+    assert -(-tib // (size - MiB)) > MAX_PARTS  # and it is the smallest whole MiB that fits
+    assert part_size_for(5 << 40) <= 5 << 30 and -(-(5 << 40) // part_size_for(5 << 40)) <= MAX_PARTS
+    assert part_size_for(64 * MiB) == part_size_for(4 << 30) == DEFAULT_PART_SIZE  # flat up to ~78 GiB
+    assert part_size_for(None) == DEFAULT_PART_SIZE and part_size_for(1, 6 * MiB) == 6 * MiB
+    with pytest.raises(ValueError, match="5 TiB"):
+        part_size_for((5 << 40) + 1)
+
+
+def s3_repo(s3_bucket: tuple[str, str], **kw) -> Repository:
+    from qbr.repository.s3 import S3Repository
+
+    endpoint, bucket = s3_bucket
+    return S3Repository(bucket, "team/prod", endpoint, "us-east-1", name="main", **kw)
+
+
+def test_a_known_size_picks_a_part_size_that_fits_in_max_parts(
+    s3_bucket: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qbr.repository import multipart
+
+    monkeypatch.setattr(multipart, "MAX_PARTS", 2)  # so a 12 MiB object needs 6 MiB parts
+    repo = s3_repo(s3_bucket, part_size=PART)
+    data = pattern(12 * MiB)
+
+    repo.put_stream("snapshots/docs/a.snapshot", chunked(data, (MiB,)), size=len(data))
+
+    assert repo.get_bytes("snapshots/docs/a.snapshot") == data
+    counts = repo.requests
+    assert counts["multipart_upload_part"] == 2  # 5 MiB parts would have taken three
+    assert counts["multipart_create"] == counts["multipart_complete"] == 1
+
+
+def test_parts_in_flight_bound_what_is_read_ahead(s3_bucket: tuple[str, str]) -> None:
+    """Part 1's upload is held until part 3's starts: three parts upload at once, and the reader
+    waits for a slot instead of reading a fourth. Memory is parts in flight x part size."""
+    repo = s3_repo(s3_bucket, part_size=PART, in_flight=3)
+    real = repo._client.upload_part
+    lock = threading.Lock()
+    third_started = threading.Event()
+    seen: dict[str, object] = {"active": 0, "max_active": 0, "read_while_held": None}
+    pulled = [0]
+
+    def upload_part(**params):
+        with lock:
+            seen["active"] = seen["active"] + 1
+            seen["max_active"] = max(seen["max_active"], seen["active"])
+        if params["PartNumber"] == 3:
+            third_started.set()
+        if params["PartNumber"] == 1:
+            assert third_started.wait(30), "part 3 never started while part 1 was uploading"
+            seen["read_while_held"] = pulled[0]
+        try:
+            return real(**params)
+        finally:
+            with lock:
+                seen["active"] = seen["active"] - 1
+
+    repo._client.upload_part = upload_part  # type: ignore[method-assign]
+
+    def source() -> Iterator[bytes]:
+        for n in range(8 * PART // MiB):
+            pulled[0] += MiB
+            yield pattern(MiB)
+
+    info = repo.put_stream("snapshots/docs/big.snapshot", source(), size=8 * PART)
+
+    assert info.size == 8 * PART and repo.head("snapshots/docs/big.snapshot").size == 8 * PART
+    assert seen["max_active"] == 3  # never more parts in flight than allowed
+    # While part 1 was held, the reader had filled parts 2 and 3 and at most started a fourth
+    # (it takes a slot before reading): never more than 3 parts read ahead of the uploads.
+    assert 3 * PART <= seen["read_while_held"] <= 3 * PART + MiB
+    assert repo.requests["multipart_upload_part"] == 8
+
+
+def test_a_failed_part_aborts_the_upload_and_raises_one_sentence(s3_bucket: tuple[str, str]) -> None:
+    import botocore.exceptions
+
+    repo = s3_repo(s3_bucket, part_size=PART, in_flight=2)
+    real = repo._client.upload_part
+    pulled = [0]
+
+    def upload_part(**params):
+        if params["PartNumber"] == 2:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InternalError", "Message": "We encountered an internal error."},
+                 "ResponseMetadata": {"HTTPStatusCode": 500}}, "UploadPart")
+        return real(**params)
+
+    repo._client.upload_part = upload_part  # type: ignore[method-assign]
+
+    def source() -> Iterator[bytes]:
+        for _ in range(20 * PART // MiB):
+            pulled[0] += MiB
+            yield pattern(MiB)
+
+    with pytest.raises(RepositoryError) as caught:
+        repo.put_stream("snapshots/docs/docs-1.snapshot", source(), size=20 * PART)
+
+    message = str(caught.value)
+    assert message.startswith("S3 upload of s3://") and message.endswith(".") and message.count(". ") == 0
+    assert "InternalError" in message
+    assert pulled[0] <= 4 * PART + MiB  # the reader stopped at the next part, not at the end
+    assert repo.pending_uploads() == []  # aborted: no orphan upload
+    assert repo.head("snapshots/docs/docs-1.snapshot") is None
+    counts = repo.requests
+    assert counts["multipart_create"] == counts["multipart_abort"] == 1 and counts["multipart_complete"] == 0
+
+
+# -- S3 request accounting -------------------------------------------------------------------------
+
+
+def test_s3_requests_are_counted_exactly_by_kind_with_bytes_moved(s3_bucket: tuple[str, str]) -> None:
+    from qbr.repository.accounting import describe_requests, since
+
+    repo = s3_repo(s3_bucket, part_size=PART)
+    assert repo.requests == dict.fromkeys(repo.requests, 0)
+
+    repo.put_bytes("sets/a.json", b"x" * 100)                                  # PUT, 100 up
+    assert repo.get_bytes("sets/a.json") == b"x" * 100                         # GET, 100 down
+    assert repo.head("sets/a.json").size == 100 and repo.head("nope") is None  # 2 HEAD
+    assert [o.key for o in repo.list("sets/")] == ["sets/a.json"]              # LIST
+    repo.delete("sets/a.json")                                                 # DELETE
+    middle = repo.requests
+    data = pattern(2 * PART + 3 * MiB)
+    repo.put_stream("snapshots/docs/a.snapshot", chunked(data, (MiB,)), size=len(data))  # create + 3 parts + complete
+    with repo.open_read("snapshots/docs/a.snapshot") as chunks:                 # GET, all of it down
+        assert sum(len(c) for c in chunks) == len(data)
+    with pytest.raises(Boom):                                                  # create + 1 part + abort
+        repo.put_stream("snapshots/docs/b.snapshot", (pattern(MiB) if n < 6 else _boom() for n in range(9)))
+
+    counts = repo.requests
+    assert {k: v for k, v in counts.items() if k != "bytes_up"} == {
+        "GET": 2, "PUT": 1, "LIST": 1, "DELETE": 1, "HEAD": 2,
+        "multipart_create": 2, "multipart_upload_part": 4, "multipart_complete": 1, "multipart_abort": 1,
+        "other": 0, "requests": 15, "bytes_down": 100 + len(data),
+    }
+    object_bytes = 100 + len(data) + PART  # the aborted upload sent its first part only
+    assert object_bytes <= counts["bytes_up"] < object_bytes + 4096  # plus the small XML bodies
+    assert since(counts, middle)["PUT"] == 0 and since(counts, middle)["GET"] == 1
+    assert describe_requests(counts).startswith(
+        "S3: 15 requests: 2 GET, 1 PUT, 1 LIST, 1 DELETE, 2 HEAD, 2 multipart uploads (4 parts, 1 completed, 1 aborted); "
+    )
+
+
+def _boom() -> bytes:
+    raise Boom("qdrant cut the download")
+
+
+def test_describe_requests_is_one_line_for_the_lead() -> None:
+    from qbr.repository.accounting import FIELDS, RequestCounter, describe_requests
+
+    counts = dict.fromkeys(FIELDS, 0) | {"GET": 12, "PUT": 3, "LIST": 2, "multipart_create": 1,
+                                          "multipart_upload_part": 5, "multipart_complete": 1, "requests": 24,
+                                          "bytes_up": 48 * MiB, "bytes_down": 1258291}
+    assert describe_requests(counts) == (
+        "S3: 24 requests: 12 GET, 3 PUT, 2 LIST, 0 DELETE, 0 HEAD, 1 multipart upload (5 parts); "
+        "48.0 MiB up, 1.2 MiB down"
+    )
+    assert describe_requests({}) == "S3: 0 requests: 0 GET, 0 PUT, 0 LIST, 0 DELETE, 0 HEAD, 0 multipart uploads; 0 B up, 0 B down"
+
+    counter = RequestCounter()  # thread-safe: parts upload from threads of their own
+    threads = [threading.Thread(target=lambda: [counter.count("multipart_upload_part", up=10) for _ in range(1000)])
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counter.counts()["multipart_upload_part"] == counter.counts()["requests"] == 8000
+    assert counter.reset()["bytes_up"] == 80000 and counter.counts()["requests"] == 0
+
+
+def test_a_local_put_stream_takes_the_size_too(tmp_path: Path) -> None:
+    repo = open_local_repository(tmp_path / "repo")
+    assert repo.put_stream("snapshots/docs/a.snapshot", [b"abc", b"de"], size=5).size == 5
+    assert repo.get_bytes("snapshots/docs/a.snapshot") == b"abcde"

@@ -27,18 +27,47 @@ class SnapshotStream:
         length = response.headers.get("content-length")
         self._raw_length = int(length) if length and length.isdigit() else None
         # With a content encoding the announced length is that of the encoded bytes.
-        self.size: int | None = self._raw_length if encoding in ("", "identity") else None
+        self._identity = encoding in ("", "identity")
+        self.size: int | None = self._raw_length if self._identity else None
 
     def __iter__(self) -> Iterator[bytes]:
+        # Plain bytes (what qbr asks for) are read raw, as the socket delivers them (64 KiB), and
+        # cut here into chunks of exactly `chunk_size`: httpx's own chunker copies every byte
+        # twice more through a BytesIO, which cost a quarter of the download's CPU. Exact sizes
+        # keep the chunk count of a transfer the same from run to run.
+        pieces = self._response.iter_raw() if self._identity else self._response.iter_bytes()
         try:
-            for chunk in self._response.iter_bytes(self._chunk_size):
-                if chunk:
-                    yield chunk
+            yield from _exact_chunks(pieces, self._chunk_size)
         except httpx.TransportError:
             raise self._interrupted(self._response.num_bytes_downloaded) from None
         got = self._response.num_bytes_downloaded
         if self._raw_length is not None and got != self._raw_length:
             raise self._interrupted(got)
+
+
+def _exact_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """`pieces` regrouped into chunks of exactly `size` bytes (the last may be shorter), each
+    byte copied once (a piece that is already one whole chunk, not at all)."""
+    held: list[bytes | memoryview] = []
+    filled = 0
+    for piece in pieces:
+        view = memoryview(piece)  # slices of a view copy nothing
+        start = 0
+        while start < len(view):
+            end = start + size - filled
+            if end > len(view):
+                held.append(view[start:] if start else piece)
+                filled += len(view) - start
+                break
+            if not held and start == 0 and end == len(view):
+                yield bytes(piece)  # exactly one chunk already: no copy for bytes
+            else:
+                held.append(view[start:end])
+                yield b"".join(held)
+            held, filled = [], 0
+            start = end
+    if held:
+        yield b"".join(held)
 
 
 def multipart_body(

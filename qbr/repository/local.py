@@ -240,7 +240,8 @@ class LocalRepository(Repository):
         self._commit(temp, path, key, if_none_match=if_none_match, if_match=if_match)
         return ObjectInfo(key=key, size=info.size, modified=info.modified, etag=info.etag)
 
-    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, size: int | None = None) -> ObjectInfo:
+        """`size` (the object's size, if known) is not needed here: a file grows as it is written."""
         path = self._path(key)
         return self._finish(key, path, chunks, False, None, etag=False)
 

@@ -1,7 +1,8 @@
 """A repository under a prefix of an S3 bucket (AWS or any S3-compatible store), on boto3.
 
-Large objects go up as a manual multipart upload, one part in memory at a time, and the
-upload is aborted on any failure, so an object appears whole or not at all. Small records use
+Large objects go up as a multipart upload with a few parts in flight (see multipart.py: memory
+is bounded by parts in flight x part size), aborted on any failure, so an object appears whole
+or not at all. Every request sent is counted by kind (`requests`, see accounting.py). Small records use
 PutObject, with S3's conditional writes (If-None-Match: *, If-Match) for state and locks.
 Credentials come from boto3's standard chain only and never appear in a message.
 """
@@ -20,6 +21,7 @@ from botocore.config import Config
 
 from qbr import faultpoints
 from qbr.errors import NotFoundError, RepositoryError
+from qbr.repository.accounting import RequestCounter
 from qbr.repository.base import (
     ObjectInfo,
     PendingUpload,
@@ -28,14 +30,9 @@ from qbr.repository.base import (
     validate_key,
     validate_prefix,
 )
+from qbr.repository.multipart import DEFAULT_IN_FLIGHT, DEFAULT_PART_SIZE, MIN_PART_SIZE, part_size_for, read_part, upload_parts
 
-MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
-DEFAULT_PART_SIZE = 8 << 20
-MAX_PARTS = 10_000
 BODY_ATTEMPTS = 3  # a small object whose body is cut short is read this many times in all
-#: Parts double in size after every this many, so an object of unknown size can still reach
-#: S3's 5 TiB limit within 10,000 parts; memory stays one part (it grows only for huge objects).
-PARTS_PER_SIZE_STEP = 1_000
 
 _DENIED = {
     "AccessDenied",
@@ -105,6 +102,7 @@ class S3Repository(Repository):
         *,
         name: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        in_flight: int = DEFAULT_IN_FLIGHT,
         page_size: int = 1000,
         max_attempts: int = 5,
         connect_timeout: float = 10.0,
@@ -116,13 +114,17 @@ class S3Repository(Repository):
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum part size)")
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
             validate_key(self.prefix)
         self.name = name
         self.part_size = part_size
+        self.in_flight = in_flight
         self.page_size = page_size
+        self.counter = RequestCounter()
         endpoint_url = endpoint_url or None
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
@@ -144,6 +146,12 @@ class S3Repository(Repository):
         except botocore.exceptions.BotoCoreError as error:
             raise RepositoryError(f"cannot set up the S3 client for s3://{bucket}: {type(error).__name__}.") from None
         self.endpoint = self._client.meta.endpoint_url
+        self.counter.attach(self._client)
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests sent so far by kind, and bytes moved (see accounting.FIELDS and describe_requests)."""
+        return self.counter.counts()
 
     # -- keys and errors --------------------------------------------------------------------
 
@@ -206,56 +214,45 @@ class S3Repository(Repository):
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _read_part(self, chunks: Iterator[bytes], size: int) -> bytearray:
-        """Up to about `size` bytes from `chunks` (less only at the end); the iterator's own errors pass."""
-        part = bytearray()
-        for chunk in chunks:
-            part += chunk
-            if len(part) >= size:
-                break
-        return part
-
-    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, size: int | None = None) -> ObjectInfo:
+        """`size`: the object's size if known (Qdrant reports a snapshot's); the part size is then
+        chosen so that it fits in MAX_PARTS parts, and memory stays `in_flight` parts of it."""
         full = self._full(key)
+        try:
+            part_size = part_size_for(size, self.part_size)
+        except ValueError as error:
+            raise RepositoryError(f"{full} cannot be stored in S3: {error}.") from None
         source = iter(chunks)
-        part = self._read_part(source, self.part_size)
-        if len(part) < self.part_size:  # it all fits in one part: one PutObject, nothing to clean up
+        part = read_part(source, part_size)
+        if len(part) < part_size:  # it all fits in one part: one PutObject, nothing to clean up
             response = self._call("upload", key, "put_object", Key=full, Body=part)
             return ObjectInfo(key=key, size=len(part), modified=_server_time(response), etag=response.get("ETag"))
         checksum = self._client.meta.config.request_checksum_calculation == "when_supported"
         extra = {"ChecksumAlgorithm": "CRC32"} if checksum else {}
         upload_id = self._call("upload", key, "create_multipart_upload", Key=full, **extra)["UploadId"]
-        try:
-            parts: list[dict[str, Any]] = []
-            size = 0
-            while part:
-                number = len(parts) + 1
-                if number > MAX_PARTS:
-                    raise RepositoryError(f"{full} is too large for one S3 object ({size} bytes in {MAX_PARTS} parts).")
-                response = self._call(
-                    "upload", key, "upload_part", Key=full, UploadId=upload_id, PartNumber=number, Body=part, **extra
-                )
-                entry = {"ETag": response["ETag"], "PartNumber": number}
-                if "ChecksumCRC32" in response:
-                    entry["ChecksumCRC32"] = response["ChecksumCRC32"]
-                parts.append(entry)
-                faultpoints.reached("s3.part_uploaded")
-                size += len(part)
-                part = bytearray()  # drop this part before reading the next
-                step = len(parts) // PARTS_PER_SIZE_STEP
-                part = self._read_part(source, self.part_size << step)
+
+        def upload(number: int, body: bytearray) -> dict[str, Any]:
             response = self._call(
-                "upload",
-                key,
-                "complete_multipart_upload",
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                "upload", key, "upload_part", Key=full, UploadId=upload_id, PartNumber=number, Body=body, **extra
+            )
+            entry = {"ETag": response["ETag"], "PartNumber": number}
+            if "ChecksumCRC32" in response:
+                entry["ChecksumCRC32"] = response["ChecksumCRC32"]
+            faultpoints.reached("s3.part_uploaded")
+            return entry
+
+        pending = [part]
+        del part  # upload_parts takes the first part out of `pending`: no reference stays here
+        try:
+            parts, stored = upload_parts(pending, source, upload, what=full, part_size=part_size,
+                                         size_known=size is not None, in_flight=self.in_flight)
+            response = self._call(
+                "upload", key, "complete_multipart_upload", Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
             self._abort(full, upload_id)
             raise
-        return ObjectInfo(key=key, size=size, modified=_server_time(response), etag=response.get("ETag"))
+        return ObjectInfo(key=key, size=stored, modified=_server_time(response), etag=response.get("ETag"))
 
     def _abort(self, full: str, upload_id: str) -> None:
         """Best effort: a failed abort leaves a pending upload that pending_uploads() will show."""
@@ -332,7 +329,9 @@ class S3Repository(Repository):
 
     def _chunks(self, body: Any, key: str, chunk_size: int) -> Iterator[bytes]:
         try:
-            yield from body.iter_chunks(chunk_size)
+            for chunk in body.iter_chunks(chunk_size):
+                self.counter.received(len(chunk))
+                yield chunk
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise self._error(error, "download", key) from None
         except OSError as error:  # urllib3 protocol errors mid-body
