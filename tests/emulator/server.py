@@ -18,6 +18,7 @@ from tests.emulator.accounting import Traffic
 from tests.emulator.errors import ApiError
 from tests.emulator.faults import Fault
 from tests.emulator.httpio import CountingReader, drain, open_body
+from tests.emulator.throttle import capped
 
 if TYPE_CHECKING:
     from tests.emulator.cluster import EmulatorNode
@@ -212,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
             corrupt_at = (response.length // 2) if response.length else 0
         sent = 0
         chunks = response.chunks()
+        if record is not None and record.kind == "download" and response.status == 200:
+            chunks = capped(self.server.node, chunks)  # node.download_rate, if set (throttle.py)
         try:
             for chunk in chunks:
                 if not chunk:
