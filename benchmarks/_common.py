@@ -76,18 +76,42 @@ def emulator_process(
     synthetic: collection name -> snapshot size in bytes (generated, never held in memory).
     collections: that many small ordinary collections, named c00000, c00001, ...
     """
-    args = [sys.executable, str(ROOT / "benchmarks" / "_emulator_server.py"), "--collections", str(collections)]
-    for name, size in (synthetic or {}).items():
-        args += ["--synthetic", f"{name}={size}"]
+    with cluster_process(1, {name: (size, 0) for name, size in (synthetic or {}).items()}, collections,
+                         data_dir) as urls:
+        yield urls[0]
+
+
+@contextmanager
+def cluster_process(
+    nodes: int,
+    synthetic: dict[str, tuple[int, int]] | None = None,
+    collections: int = 0,
+    data_dir: Path | None = None,
+    *,
+    download_rate: float | None = None,
+    snapshot_latency: float = 0.0,
+) -> Iterator[list[str]]:
+    """A Qdrant emulator cluster of `nodes` in a child process; yields the nodes' URLs.
+
+    synthetic: collection name -> (snapshot size in bytes, node index it lives on).
+    download_rate: bytes/s each node serves snapshot downloads at, all of them together.
+    snapshot_latency: seconds each node takes to make a snapshot.
+    """
+    args = [sys.executable, str(ROOT / "benchmarks" / "_emulator_server.py"), "--nodes", str(nodes),
+            "--collections", str(collections), "--snapshot-latency", str(snapshot_latency)]
+    for name, (size, node) in (synthetic or {}).items():
+        args += ["--synthetic", f"{name}={size}@{node}"]
     if data_dir is not None:
         args += ["--data-dir", str(data_dir)]
+    if download_rate is not None:
+        args += ["--download-rate", str(download_rate)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=child_env())
     try:
         assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http://"):
+        urls = process.stdout.readline().split()
+        if not urls or not all(url.startswith("http://") for url in urls):
             raise RuntimeError(f"the emulator did not start (exit code {process.wait()})")
-        yield url
+        yield urls
     finally:
         _stop(process)
 

@@ -1,8 +1,11 @@
-"""A one-node Qdrant emulator for the benchmarks, in its own process.
+"""A Qdrant emulator for the benchmarks, in its own process.
 
-`python benchmarks/_emulator_server.py [--synthetic NAME=BYTES ...] [--collections N] [--data-dir D]`
-prints the node URL, then serves until SIGTERM or SIGINT. Like `python -m tests.emulator`, plus
-what benchmarks need: synthetic collections (snapshots generated on the fly) and many small ones.
+`python benchmarks/_emulator_server.py [--nodes N] [--synthetic NAME=BYTES[@NODE] ...] [--collections N]
+[--data-dir D] [--download-rate BYTES_PER_S] [--snapshot-latency S]`
+prints the nodes' URLs on one line (node 0 first), then serves until SIGTERM or SIGINT. Like
+`python -m tests.emulator`, plus what benchmarks need: synthetic collections (snapshots generated
+on the fly, each on the node given, default 0), many small ones, and per node a cap on how fast
+snapshot downloads are served and how long a snapshot takes to make.
 """
 
 from __future__ import annotations
@@ -20,26 +23,48 @@ from tests.emulator.cluster import EmulatorCluster
 SMALL_CONFIG = {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1}
 
 
+def _shard_snapshots_take_time(node) -> None:
+    """The emulator applies `snapshot_latency` to collection snapshots, and to shard snapshots of
+    ordinary collections, but not to shard snapshots of synthetic ones (qbr's kind on a
+    distributed cluster): here they take as long as the others."""
+    create = node.snapshots.create_shard_snapshot
+
+    def create_shard_snapshot(collection, shard_id):
+        if collection.synthetic_size is not None:
+            node.activity.after_snapshot_view(node, collection.name, shard_id)
+        return create(collection, shard_id)
+
+    node.snapshots.create_shard_snapshot = create_shard_snapshot
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--synthetic", action="append", default=[], metavar="NAME=BYTES")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--synthetic", action="append", default=[], metavar="NAME=BYTES[@NODE]")
     parser.add_argument("--collections", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--download-rate", type=float, default=None, help="bytes/s per node (all its downloads)")
+    parser.add_argument("--snapshot-latency", type=float, default=0.0, help="seconds each snapshot takes to make")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = EmulatorCluster(nodes=1, port=0, data_dir=args.data_dir)
+    cluster = EmulatorCluster(nodes=args.nodes, port=0, data_dir=args.data_dir)
     cluster.start()
     try:
+        for node in cluster.nodes:
+            node.download_rate = args.download_rate
+            node.snapshot_latency = args.snapshot_latency
+            _shard_snapshots_take_time(node)
         for item in args.synthetic:
-            name, _, size = item.partition("=")
-            cluster.add_synthetic_collection(name, int(size))
+            name, _, spec = item.partition("=")
+            size, _, on = spec.partition("@")
+            cluster.add_synthetic_collection(name, int(size), node=int(on or 0))
         state = cluster.nodes[0].state
         for i in range(args.collections):
             state.create_collection(f"c{i:05d}", SMALL_CONFIG)
-        print(cluster.urls[0], flush=True)
+        print(" ".join(cluster.urls), flush=True)
         while not stop.wait(0.2):
             pass
     finally:

@@ -1,14 +1,17 @@
 """Peak memory of qbr's process while it streams one snapshot, against the snapshot's size.
 
-    python benchmarks/memory.py [--size-mib 64 256 1024] [--kinds local s3] [--directions backup restore]
+    python benchmarks/memory.py [--size-mib 64 256 1024 [4096]] [--kinds local s3] [--directions backup restore]
 
 Each measurement runs in a fresh child process (so ru_maxrss is that transfer's and nothing
-else's): backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream;
+else's): backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream
+(with the snapshot's size, so S3 picks its part size from it);
 restore = QdrantClient.upload_snapshot(lambda: repo.open_read(key)). The child reports the
 tracemalloc peak (Python allocations) and how much ru_maxrss (the whole process: C buffers,
 OpenSSL, botocore...) grew during the transfer. The Qdrant emulator and moto's S3 server run
 in processes of their own (moto keeps objects in its memory), so only qbr is measured.
-If memory is flat, the peak at the largest size is about the peak at the smallest.
+If memory is flat, the peak at the largest size is about the peak at the smallest. For S3 the
+table also shows the part size chosen for the size and the bound on the parts held at once
+(parts in flight x part size), which the traced peak should stay under, plus a few MiB of chunks.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def child(spec: dict) -> dict:
                     stream, digest, what="snapshot", expected_size=spec["size"], expected_sha256=spec["checksum"],
                     progress=Progress(enabled=False),
                 ),
+                size=spec["size"],
             )
         assert digest.size == spec["size"]
     else:
@@ -173,13 +177,18 @@ def main(argv: list[str] | None = None) -> int:
                 drop_bucket(s3, bucket)
     print()
     reset = all(r["peak_reset"] for r in found.values())
+    from qbr.repository.s3 import DEFAULT_IN_FLIGHT, part_size_for
+
+    print(f"S3 backups: part MiB = the part size chosen for the snapshot's size (<= 10,000 parts); bound MiB = "
+          f"{DEFAULT_IN_FLIGHT} parts in flight (qbr's default) x part size.")
     print("traced = tracemalloc peak during the transfer; rss before = the process's RSS once imports and warm-up")
     print("are done" + (" (its peak reset there through /proc/self/clear_refs)" if reset else
                         " (ru_maxrss so far: the peak could not be reset here)")
           + "; rss peak = ru_maxrss after the transfer; growth = peak - before.")
     print()
     print_table(
-        ["repository", "direction", "size MiB", "traced MiB", "rss before MiB", "rss peak MiB", "growth MiB", "MiB/s"],
+        ["repository", "direction", "size MiB", "traced MiB", "rss before MiB", "rss peak MiB", "growth MiB", "MiB/s",
+         "part MiB", "bound MiB"],
         rows,
     )
     print()
@@ -195,11 +204,20 @@ def main(argv: list[str] | None = None) -> int:
             growth = max(0, b["rss_peak"] - b["rss_before"])
             print_ratio(f"{name}_rss_growth_per_byte_{large}mib", growth / (large * MIB),
                         f"RSS growth during the transfer / snapshot size at {large} MiB; 0.00 = nothing held", digits=3)
+            if (kind, direction) == ("s3", "backup"):
+                bound = max(DEFAULT_IN_FLIGHT * part_size_for(n * MIB) for n in sizes)
+                peak = max(found[(kind, direction, n)]["traced_peak"] for n in sizes)
+                print_ratio(f"{name}_traced_mib_beyond_parts_bound", max(0, peak - bound) / MIB,
+                            f"largest tracemalloc peak beyond {DEFAULT_IN_FLIGHT} parts in flight x part size, in MiB (0 = within): "
+                            "the 1 MiB chunks on their way (download, sha256 queue), whatever the size", digits=1)
     return 0
 
 
 def _row(kind: str, direction: str, size_mib: int, size: int, result: dict) -> list[object]:
+    from qbr.repository.s3 import DEFAULT_IN_FLIGHT, part_size_for
+
     growth = max(0, result["rss_peak"] - result["rss_before"])
+    part = part_size_for(size) if (kind, direction) == ("s3", "backup") else None
     return [
         kind, direction, size_mib,
         f"{result['traced_peak'] / MIB:.1f}",
@@ -207,6 +225,8 @@ def _row(kind: str, direction: str, size_mib: int, size: int, result: dict) -> l
         f"{result['rss_peak'] / MIB:.1f}",
         f"{growth / MIB:.1f}",
         f"{size / MIB / max(result['seconds'], 1e-9):.0f}",
+        f"{part / MIB:.0f}" if part else "-",
+        f"{DEFAULT_IN_FLIGHT * part / MIB:.0f}" if part else "-",
     ]
 
 

@@ -1,13 +1,17 @@
 """Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
 
-    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto in-process|process] [--breakdown]
+    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto in-process|process]
+                                  [--in-flight N] [--breakdown]
 
 Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
 real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
-Repository.put_stream) into (a) a local-folder repository and (b) S3 (moto's ThreadedMotoServer
-in this process, as in the test suite; `--moto process` runs it in a process of its own).
+Repository.put_stream with the snapshot's size) into (a) a local-folder repository and (b) S3
+(moto's ThreadedMotoServer in this process, as in the test suite; `--moto process` runs it in a
+process of its own).
 Baselines: the same HTTP download copied to a file with shutil.copyfileobj (no hashing; fsynced,
-as the local repository fsyncs), and the same download handed to a plain boto3 upload_fileobj.
+as the local repository fsyncs); the same copy hashing every chunk with sha256 on the way (the
+least a verified copy can do, in one thread); and the same download handed to a plain boto3
+upload_fileobj (its defaults: 8 MiB parts, 10 threads).
 Restore: QdrantClient.upload_snapshot streaming the archive from the repository into the
 node's upload endpoint, against a plain httpx multipart upload of the file to the same endpoint
 with the same query (so the node does the same work).
@@ -46,7 +50,9 @@ from _common import (
 )
 
 from qbr.qdrant import QdrantClient, SnapshotInfo
-from qbr.repository import Repository, open_local_repository, open_s3_repository
+from qbr.repository import Repository, open_local_repository
+from qbr.repository.accounting import describe_requests, since
+from qbr.repository.s3 import DEFAULT_IN_FLIGHT, S3Repository
 from qbr.transfer import Digest, Progress, verified
 
 RESTORE_TARGET = "restored"
@@ -82,6 +88,23 @@ def baseline_to_file(url: str, path: str, target: Path) -> None:
     response.close()
 
 
+def baseline_to_file_sha256(url: str, path: str, target: Path, expected: str) -> None:
+    """copyfileobj's loop with every chunk hashed on the way, checked at the end: a verified copy."""
+    import hashlib
+
+    response = _raw_get(url, path)
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        while chunk := response.read(MIB):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    response.close()
+    if digest.hexdigest() != expected:
+        raise RuntimeError("the plain copy's sha256 does not match the node's checksum")
+
+
 def baseline_to_s3(url: str, path: str, s3, bucket: str, key: str) -> None:
     response = _raw_get(url, path)
     s3.upload_fileobj(response, bucket, key)
@@ -102,8 +125,9 @@ def qbr_backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, re
                 expected_sha256=snapshot.checksum,
                 progress=Progress(enabled=False),
             ),
+            size=snapshot.size,
         )
-    assert digest.size == snapshot.size
+    assert digest.size == snapshot.size and digest.sha256 == snapshot.checksum
 
 
 # ---------------------------------------------------------------- restore direction
@@ -143,6 +167,8 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
     """The backup path to a local folder built up step by step, so each step's cost shows."""
     import hashlib
 
+    from qbr.qdrant.streams import _exact_chunks
+
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
     snapshot = client.create_snapshot(collection)
@@ -161,63 +187,64 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
         digest = hashlib.sha256()
         raw(digest.update)
 
-    def raw_file(md5: bool) -> Callable[[], None]:
-        def run() -> None:
-            digest = hashlib.md5(usedforsecurity=False)
-            with open(target, "wb") as out:
-                def sink(chunk: bytes) -> None:
-                    out.write(chunk)
-                    if md5:
-                        digest.update(chunk)
-                raw(sink)
-                out.flush()
-                os.fsync(out.fileno())
-        return run
-
     http = httpx.Client(timeout=600, trust_env=False)
 
-    def httpx_read(chunk_size: int | None) -> Callable[[], None]:
+    def httpx_read(how: str) -> Callable[[], None]:
         def run() -> None:
             with http.stream("GET", url + path) as response:
-                for _ in response.iter_bytes(chunk_size):
+                pieces = {"chunker": lambda: response.iter_bytes(MIB), "raw": response.iter_raw,
+                          "exact": lambda: _exact_chunks(response.iter_raw(), MIB)}[how]()
+                for _ in pieces:
                     pass
         return run
 
-    def qbr_read(verify: bool) -> Callable[[], None]:
+    def qbr_read(hashing: str) -> Callable[[], None]:
         def run() -> None:
             with client.download_snapshot(collection, snapshot.name) as stream:
+                if hashing == "inline":
+                    digest = hashlib.sha256()
+                    for chunk in stream:
+                        digest.update(chunk)
+                    assert digest.hexdigest() == snapshot.checksum
+                    return
                 chunks = verified(stream, Digest(), what="x", expected_size=snapshot.size,
-                                  expected_sha256=snapshot.checksum) if verify else stream
+                                  expected_sha256=snapshot.checksum) if hashing == "thread" else stream
                 for _ in chunks:
                     pass
         return run
 
     def qbr_store() -> None:
         with client.download_snapshot(collection, snapshot.name) as stream:
-            repo.put_stream("k", stream)
+            repo.put_stream("k", stream, size=snapshot.size)
 
     steps = [
         ("http.client GET, 1 MiB reads, discarded", lambda: raw(lambda chunk: None)),
         ("  + sha256", raw_sha256),
-        ("  + written to a file + fsync (the baseline)", raw_file(False)),
-        ("  + written to a file + md5 + fsync", raw_file(True)),
-        ("httpx stream, iter_bytes() (64 KiB chunks), discarded", httpx_read(None)),
-        ("httpx stream, iter_bytes(1 MiB), discarded", httpx_read(MIB)),
-        ("QdrantClient.download_snapshot, discarded", qbr_read(False)),
-        ("  + transfer.verified (sha256, size)", qbr_read(True)),
+        ("  + written to a file + fsync (baseline 1)", lambda: baseline_to_file(url, path, target)),
+        ("  + sha256 + written to a file + fsync (baseline 2)",
+         lambda: baseline_to_file_sha256(url, path, target, snapshot.checksum)),
+        ("httpx stream, iter_bytes(1 MiB) (qbr before), discarded", httpx_read("chunker")),
+        ("httpx stream, iter_raw() (64 KiB pieces), discarded", httpx_read("raw")),
+        ("  + cut into exact 1 MiB chunks (qbr now), discarded", httpx_read("exact")),
+        ("QdrantClient.download_snapshot, discarded", qbr_read("none")),
+        ("  + sha256 inline (qbr before)", qbr_read("inline")),
+        ("  + transfer.verified, sha256 in its thread (qbr now)", qbr_read("thread")),
         ("QdrantClient.download_snapshot -> LocalRepository.put_stream", qbr_store),
         ("  the whole qbr path (+ verified)", lambda: qbr_backup(client, collection, snapshot, repo, "k")),
     ]
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in steps}
+    for _ in range(repeat):  # interleaved, like the main table
+        for label, run in steps:
+            runs[label].append(_timed(run))
     rows = []
-    for label, run in steps:
-        runs = [_timed(run) for _ in range(repeat)]
-        wall, cpu = median([w for w, _ in runs]), median([c for _, c in runs])
+    for label, _ in steps:
+        wall, cpu = median([w for w, _ in runs[label]]), median([c for _, c in runs[label]])
         rows.append([label, f"{mib_per_s(snapshot.size, wall):.0f}", f"{cpu * 1000 / size_mib:.2f}"])
     http.close()
     client.delete_snapshot(collection, snapshot.name)
     client.close()
     print()
-    print(f"where the time goes, backup of {size_mib} MiB to a local folder (median of {repeat}):")
+    print(f"where the time goes, backup of {size_mib} MiB to a local folder (median of {repeat}, interleaved):")
     print_table(["step", "MiB/s", "cpu ms/MiB"], rows)
 
 
@@ -225,8 +252,8 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
 
 
 def run_size(
-    size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path
-) -> tuple[list[list[object]], dict[str, float]]:
+    size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int
+) -> tuple[list[list[object]], dict[str, float], str]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
     started = time.perf_counter()
@@ -237,19 +264,25 @@ def run_size(
     path = f"/collections/{collection}/snapshots/{snapshot.name}"
     s3 = s3_client(endpoint)
     local = open_local_repository(work / f"repo-{size_mib}")
-    remote = open_s3_repository(bucket, f"bench-{size_mib}", endpoint_url=endpoint, region="us-east-1")
+    remote = S3Repository(bucket, f"bench-{size_mib}", endpoint, "us-east-1", in_flight=in_flight)
     key = f"snapshots/{collection}/bench.{snapshot.name}"
     plain_file = work / f"plain-{size_mib}.snapshot"
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
-        "plain-file", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local", "qbr-upload-s3")}
+        "plain-file", "plain-file-sha256", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local",
+        "qbr-upload-s3")}
 
+    requests = ""
     for _ in range(repeat):
         times["plain-file"].append(_timed(lambda: baseline_to_file(url, path, plain_file)))
+        times["plain-file-sha256"].append(
+            _timed(lambda: baseline_to_file_sha256(url, path, plain_file, snapshot.checksum)))
         times["qbr-local"].append(_timed(lambda: qbr_backup(client, collection, snapshot, local, key)))
         plain_key = f"plain-{size_mib}/{uuid.uuid4().hex}"
         times["plain-s3"].append(_timed(lambda k=plain_key: baseline_to_s3(url, path, s3, bucket, k)))
         s3.delete_object(Bucket=bucket, Key=plain_key)
+        before = remote.requests
         times["qbr-s3"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key)))
+        requests = describe_requests(since(remote.requests, before))
     assert plain_file.stat().st_size == size
     assert local.head(key).size == size and remote.head(key).size == size
 
@@ -279,18 +312,21 @@ def run_size(
             f"{size_mib} MiB", direction, f"{rate[base]:.0f}", f"{rate[ours]:.0f}", f"{rate[ours] / rate[base]:.2f}",
             f"{cpu[base]:.2f}", f"{cpu[ours]:.2f}",
         ])
-    return rows, {**{f"rate:{k}": v for k, v in rate.items()}, "size_mib": size_mib}
+    return rows, {**{f"rate:{k}": v for k, v in rate.items()}, "size_mib": size_mib}, requests
 
 
 #: (what is measured, baseline run, qbr run)
 PAIRS = (
     ("backup -> local folder", "plain-file", "qbr-local"),
+    ("backup -> local folder, vs copy+sha256", "plain-file-sha256", "qbr-local"),
     ("backup -> S3 (moto)", "plain-s3", "qbr-s3"),
     ("restore <- local folder", "plain-upload", "qbr-upload-local"),
     ("restore <- S3 (moto)", "plain-upload", "qbr-upload-s3"),
 )
 RATIOS = (
     ("backup_local", "plain-file", "qbr-local", "qbr MiB/s / plain copyfileobj+fsync MiB/s"),
+    ("backup_local_vs_sha256", "plain-file-sha256", "qbr-local",
+     "qbr MiB/s / plain copy+sha256+fsync MiB/s (the limit of a verified copy in one thread)"),
     ("backup_s3", "plain-s3", "qbr-s3", "qbr MiB/s / plain boto3 upload_fileobj MiB/s"),
     ("restore_local", "plain-upload", "qbr-upload-local", "qbr upload_snapshot MiB/s / plain httpx upload MiB/s"),
     ("restore_s3", "plain-upload", "qbr-upload-s3",
@@ -304,14 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each transfer; the median is shown (default 5)")
     parser.add_argument("--moto", choices=["in-process", "process"], default="in-process",
                         help="run moto's S3 server in this process (default, as the tests do) or in its own")
+    parser.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
+                        help=f"parts of an S3 upload in flight at once (default {DEFAULT_IN_FLIGHT}, qbr's default)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the local backup path step by step (first size only)")
     args = parser.parse_args(argv)
     use_fake_aws()
     print(f"transfer benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; "
-          f"moto {args.moto}; {os.cpu_count()} CPUs", flush=True)
+          f"moto {args.moto}; S3 parts in flight {args.in_flight}; {os.cpu_count()} CPUs", flush=True)
     all_rows: list[list[object]] = []
     results: list[dict[str, float]] = []
+    requests: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qbr-bench-transfer-") as tmp:
         work = Path(tmp)
         synthetic = {f"bench{n}": n * MIB for n in args.size_mib}
@@ -322,21 +361,24 @@ def main(argv: list[str] | None = None) -> int:
             s3.create_bucket(Bucket=bucket)
             try:
                 for size_mib in args.size_mib:
-                    rows, rate = run_size(size_mib, args.repeat, url, endpoint, bucket, work)
+                    rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight)
                     all_rows += rows
                     results.append(rate)
+                    requests.append(f"{size_mib} MiB: {counted}")
                 if args.breakdown:
                     breakdown(args.size_mib[0], args.repeat, url, work)
             finally:
                 drop_bucket(s3, bucket)
     print()
     print("baselines: backup -> local = http.client GET + shutil.copyfileobj to a file + fsync (no hashing);")
+    print("           vs copy+sha256 = the same loop hashing each 1 MiB read with sha256 (one thread), then fsync;")
     print("           backup -> S3 = the same GET handed to boto3 upload_fileobj (defaults: 8 MiB parts, 10 threads);")
     print("           restore = httpx multipart upload of the plain file to the same upload endpoint, same query.")
     print("qbr path:  backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream;")
     print("           restore = QdrantClient.upload_snapshot(lambda: repo.open_read(key)).")
     print("cpu = CPU ms per MiB of this process (the emulator runs in another process; moto "
           + ("in this one)." if args.moto == "in-process" else "in another too)."))
+    print("S3 requests of one qbr backup (repo.requests, retries included): " + "; ".join(requests))
     print()
     print_table(["size", "direction", "base MiB/s", "qbr MiB/s", "qbr/base", "base cpu", "qbr cpu"], all_rows)
     print()

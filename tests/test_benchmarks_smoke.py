@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end with tiny sizes and print their ratio lines (so they do not rot).
 
-The three run at once, as real processes (each starts its own emulator, and moto where needed).
+The four run at once, as real processes (each starts its own emulator, and moto where needed).
+Speed is never asserted here: only that each script measured what it says it measures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ RUNS = {
     "transfer": ["--size-mib", "4", "--repeat", "1"],
     "memory": ["--size-mib", "2", "4"],
     "plan_time": ["--collections", "5", "20", "--observe-collections", "3", "6", "--history", "3", "--repeat", "1"],
+    "parallel": ["--collections", "3", "--size-mib", "1", "--rate-mib", "64", "--snapshot-latency", "0",
+                 "--parallelism", "1", "3", "--repeat", "1"],
 }
 
 
@@ -51,12 +54,15 @@ def ratios(run: subprocess.CompletedProcess) -> dict[str, float]:
 
 def test_transfer_prints_qbr_over_baseline_for_each_direction(runs):
     found = ratios(runs["transfer"])
-    assert set(found) == {"backup_local_4mib", "backup_s3_4mib", "restore_local_4mib", "restore_s3_4mib"}
+    assert set(found) == {"backup_local_4mib", "backup_local_vs_sha256_4mib", "backup_s3_4mib", "restore_local_4mib",
+                          "restore_s3_4mib"}
     assert all(v > 0 for v in found.values())
     table = runs["transfer"].stdout
-    for direction in ("backup -> local folder", "backup -> S3 (moto)", "restore <- local folder",
-                      "restore <- S3 (moto)"):
+    for direction in ("backup -> local folder", "backup -> local folder, vs copy+sha256", "backup -> S3 (moto)",
+                      "restore <- local folder", "restore <- S3 (moto)"):
         assert direction in table
+    # The S3 backup's requests, counted by the repository: 4 MiB fits one part, so one PutObject.
+    assert "S3 requests of one qbr backup (repo.requests, retries included): 4 MiB: S3: 1 request: 0 GET, 1 PUT," in table
 
 
 def test_memory_measures_every_kind_direction_and_size(runs):
@@ -67,7 +73,7 @@ def test_memory_measures_every_kind_direction_and_size(runs):
         for direction in ("backup", "restore")
         for what in ("traced_peak_4_vs_2mib", "rss_peak_4_vs_2mib", "rss_growth_per_byte_4mib")
     }
-    assert set(found) == expected
+    assert set(found) == expected | {"s3_backup_traced_mib_beyond_parts_bound"}
     # The children really traced something and really ran: a peak ratio of 0 would mean no data.
     assert all(found[name] > 0 for name in expected if "peak" in name)
     table_row = re.compile(r"^(local|s3)\s+(backup|restore)\s")
@@ -84,3 +90,12 @@ def test_plan_time_reports_growth_for_the_pure_planner_and_observe(runs):
     assert found["plan_time_20_vs_5"] > 0 and found["observe_plan_time_6_vs_3"] > 0
     out = runs["plan_time"].stdout
     assert "copy=" in out and "commit=1" in out  # the synthetic world made the planner do real work
+
+
+def test_parallel_compares_qbr_apply_with_the_sequential_script(runs):
+    found = ratios(runs["parallel"])
+    assert set(found) == {"parallel_speedup_p1", "parallel_speedup_p3"}
+    assert all(v > 0 for v in found.values())
+    out = runs["parallel"].stdout
+    assert "sequential script (httpx)" in out and "qbr apply --parallelism 3" in out
+    assert "SNAPSHOTS_PER_NODE = " in out  # the per-node cap on snapshot creation is shown
