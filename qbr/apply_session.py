@@ -36,6 +36,7 @@ class Presentation:
     auto_approve: bool = False
     metrics_file: str | None = None
     parallelism: int = 8
+    debug: bool = False  # --debug: a failed action's traceback too
 
 
 class ApplySession:
@@ -136,10 +137,15 @@ class ApplySession:
                 "status": outcome.status, "seconds": round(outcome.seconds, 3), "bytes": size}
         if outcome.message:
             data["message"] = outcome.message
+        trace = getattr(outcome, "trace", "") if self.options.debug else ""
+        if trace:
+            data["traceback"] = trace
         self.emit("action_finished", data)
         self.say(f"{SYMBOLS[action.change]} {action.title}: {MARKS[outcome.status]} ({outcome.seconds:.1f}s)")
         if outcome.message:
             self.say(f"    {outcome.message}", err=outcome.status == "failed")
+        if trace:
+            self.say(trace.rstrip("\n"), err=True)
 
     def callbacks(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,20 @@ import sys
 import click
 
 from qbr import __version__
+from qbr.cli_common import (
+    TEST_CLOCK_SWITCH,  # noqa: F401 - tests and docs name it here
+    color,
+    load,
+    manifest_option,
+    metrics_option,
+    now_option,
+    parallelism_option,
+    run_clock,
+    warn,
+    write_private,
+)
 from qbr.errors import QbrError
+from qbr.sets_command import sets_group
 
 
 class QbrGroup(click.Group):
@@ -49,95 +62,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-manifest_option = click.option(
-    "-f",
-    "--file",
-    "manifest_file",
-    envvar="QBR_FILE",
-    default=None,
-    help="The manifest (default: qbr.yaml, or $QBR_FILE).",
-)
-
-
 @cli.command()
 @manifest_option
 def validate(manifest_file: str | None) -> None:
     """Check the manifest; print FILE:LINE:COL: problem for each problem found."""
-    manifest = _load(manifest_file)
+    manifest = load(manifest_file)
     click.echo(
         f"{manifest.source}: valid ({len(manifest.backups)} backups, {len(manifest.restores)} restores)"
     )
 
 
-def _now_option(func):
-    return click.option(
-        "--now",
-        "now_text",
-        default=None,
-        metavar="TIMESTAMP",
-        help="Plan as if it were this moment (ISO 8601, UTC if no offset): what-if runs and tests.",
-    )(func)
-
-
-TEST_CLOCK_SWITCH = "QBR_TEST_CLOCK"  # lets tests run apply at a fixed moment; never for real backups
-
-
-def _clock(now_text: str | None, *, command: str = "plan"):  # -> qbr.workflow.Clock
-    import os
-
-    from qbr.records import parse_utc
-    from qbr.workflow import Clock
-
-    if now_text is None:
-        return Clock()
-    if command == "apply" and os.environ.get(TEST_CLOCK_SWITCH) != "1":
-        raise click.BadParameter(
-            "apply always runs at the real time, so sets are stamped when their snapshots were taken; "
-            "use --now with qbr plan or qbr status for what-if runs",
-            param_hint="--now",
-        )
-    try:
-        return Clock(parse_utc(now_text))
-    except ValueError:
-        raise click.BadParameter(f"{now_text!r} is not an ISO 8601 timestamp", param_hint="--now") from None
-
-
-def _color() -> bool:
-    import os
-
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
-
-
-def _load(manifest_file: str | None):
-    from qbr.manifest import load_manifest, resolve_manifest_path
-
-    path = resolve_manifest_path(manifest_file)
-    if path is None:
-        click.echo(
-            "No qbr.yaml here: using the embedded default manifest (every collection at $QDRANT_URL into "
-            "./qbr-backups); write your own from your cluster with: qbr init --from URL",
-            err=True,
-        )
-    return load_manifest(path)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"Warning: {message}", err=True)
-
-
-def _write_private(path: str, text: str) -> None:
-    """Plans and state are written owner-only: they name hosts and collections."""
-    import os
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-
-
-parallelism_option = click.option(
-    "--parallelism", default=8, show_default=True, type=click.IntRange(1, 256), help="Requests and actions in flight at once."
-)
 
 
 @cli.command("plan")
@@ -147,23 +81,23 @@ parallelism_option = click.option(
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it, and say what qbr retries.")
 @parallelism_option
-@_now_option
+@now_option
 def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
     from qbr.events import echo_log, logs_to
     from qbr.render.plan import render_plan
     from qbr.workflow import plan_once
 
-    clock = _clock(now_text)
-    manifest = _load(manifest_file)
+    clock = run_clock(now_text)
+    manifest = load(manifest_file)
     with logs_to(echo_log(lambda line: click.echo(line, err=True)), logging.INFO if verbose else logging.WARNING):
         plan = plan_once(manifest, parallelism=parallelism, now=clock())
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
-        click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
+        click.echo(render_plan(plan, color=color(), verbose=verbose), nl=False)
     if out_file:
-        _write_private(out_file, plan.to_json())
+        write_private(out_file, plan.to_json())
         if not as_json:
             click.echo(f"Saved the plan to {out_file}. Apply exactly it with: qbr apply {out_file}")
     if detailed_exitcode and plan.has_changes:
@@ -196,16 +130,9 @@ def show_command(plan_file, as_json, output_format, verbose) -> None:
         click.echo(render_markdown(plan), nl=False)
     else:
         click.echo(f"Plan made {plan.created} by qbr {plan.qbr_version} from {plan.manifest_source}\n")
-        click.echo(render_plan(plan, color=_color(), verbose=verbose), nl=False)
+        click.echo(render_plan(plan, color=color(), verbose=verbose), nl=False)
 
 
-metrics_option = click.option(
-    "--metrics-file",
-    envvar="QBR_METRICS_FILE",
-    default=None,
-    metavar="PATH",
-    help="Also write Prometheus metrics to PATH (e.g. node_exporter's textfile folder; default $QBR_METRICS_FILE).",
-)
 
 
 @cli.command("apply")
@@ -219,7 +146,8 @@ metrics_option = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Also say what qbr retries and waits for (on stderr).")
 @metrics_option
 @click.option("--now", "now_text", default=None, hidden=True)  # tests only, with QBR_TEST_CLOCK=1
-def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
+@click.pass_context
+def apply_command(ctx, manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
     from qbr.apply_session import ApplySession, Presentation
     from qbr.durations import parse_duration
@@ -235,18 +163,19 @@ def apply_command(manifest_file, plan_file, auto_approve, parallelism, lock_time
         max_age = parse_duration(max_plan_age)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--max-plan-age") from None
-    clock = _clock(now_text, command="apply")
+    clock = run_clock(now_text, command="apply")
     saved = load_plan(plan_file) if plan_file else None
     if saved is not None:
         check_plan_age(saved, clock(), max_age, plan_file)
-    manifest = _load(manifest_file)
+    manifest = load(manifest_file)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if saved is None and not auto_approve and (as_json or not interactive):
         raise QbrError(
             f"apply needs confirmation but {'--json leaves no terminal' if as_json else 'there is no terminal'} to ask on; "
             "pass --auto-approve (or apply a saved plan)"
         )
-    options = Presentation(as_json, verbose, _color(), saved is not None, auto_approve, metrics_file, parallelism)
+    options = Presentation(as_json, verbose, color(), saved is not None, auto_approve, metrics_file, parallelism,
+                           debug=bool((ctx.obj or {}).get("debug")))
     session = ApplySession(
         manifest,
         options,
@@ -287,12 +216,21 @@ def init_command(from_url, repository, manifest_file) -> None:
 @cli.command("force-unlock")
 @manifest_option
 @click.argument("lock_id")
-def force_unlock_command(manifest_file, lock_id) -> None:
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+def force_unlock_command(manifest_file, lock_id, yes) -> None:
     """Remove the locks a dead apply left on the state and repositories (its ID is in the lock error)."""
     from qbr.locks import force_unlock, lock_targets
     from qbr.state_store import StateStore, state_lock_target
 
-    manifest = _load(manifest_file)
+    manifest = load(manifest_file)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise QbrError("force-unlock needs confirmation but there is no terminal to ask on; pass --yes")
+        click.echo(f"Removing lock {lock_id} lets another apply start. If the apply holding it is still running,\n"
+                   "two runs would then change the same state and repository at once.")
+        if click.prompt("Remove it? Only 'yes' is accepted", default="", show_default=False).strip() != "yes":
+            click.echo("Unlock cancelled.", err=True)
+            sys.exit(1)
     targets = lock_targets(manifest, state_lock_target(StateStore(manifest.state)), every_repository=True)
     for target, held in force_unlock(targets, lock_id):
         click.echo(f"Removed the lock held by {held.holder()} on {target.where}.")
@@ -303,7 +241,7 @@ def force_unlock_command(manifest_file, lock_id) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @parallelism_option
 @metrics_option
-@_now_option
+@now_option
 def status_command(manifest_file, as_json, parallelism, metrics_file, now_text) -> None:
     """Is every backup within its rpo? Exit 0 if so, 3 if any is late, 1 on errors."""
     import json as jsonlib
@@ -314,8 +252,8 @@ def status_command(manifest_file, as_json, parallelism, metrics_file, now_text) 
     from qbr.state_store import StateStore
     from qbr.status import build_status
 
-    clock = _clock(now_text)
-    manifest = _load(manifest_file)
+    clock = run_clock(now_text)
+    manifest = load(manifest_file)
     state = StateStore(manifest.state).read()
     with Connections(manifest, parallelism) as connections:
         repositories = observe_repositories(manifest, connections)
@@ -327,7 +265,7 @@ def status_command(manifest_file, as_json, parallelism, metrics_file, now_text) 
     if metrics_file:
         from qbr.metrics import write_status_metrics
 
-        write_status_metrics(metrics_file, manifest, (repositories, state), clock(), _warn)
+        write_status_metrics(metrics_file, manifest, (repositories, state), clock(), warn)
     sys.exit(report.exit_code)
 
 
@@ -349,16 +287,38 @@ def verify_command(manifest_file, backup_name, deep, restore_cluster, parallelis
     from qbr.connections import Connections
     from qbr.verify import render_verify, verify
 
-    manifest = _load(manifest_file)
-    started = _clock(None)()
+    manifest = load(manifest_file)
+    started = run_clock(None)()
     with Connections(manifest, parallelism) as connections:
         report = verify(manifest, connections, backup=backup_name, deep=deep, restore_cluster=restore_cluster)
     click.echo(render_verify(report), nl=False)
     if metrics_file:
         from qbr.metrics import write_verify_metrics
 
-        write_verify_metrics(metrics_file, manifest, started, report, parallelism, _warn)
+        write_verify_metrics(metrics_file, manifest, started, report, parallelism, warn)
     sys.exit(report.exit_code)
+
+
+@cli.command("schema")
+@click.argument("which", type=click.Choice(["manifest", "plan", "events"]), default="manifest")
+def schema_command(which) -> None:
+    """Print a JSON Schema: the manifest's (for editors: qbr schema > qbr.schema.json), a saved plan's, or the events'."""
+    from pathlib import Path
+
+    click.echo((Path(__file__).parent / "schemas" / f"{which}.v1.json").read_text(encoding="utf-8"), nl=False)
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell) -> None:
+    """Print the shell completion script: eval "$(qbr completion bash)" (or zsh; fish: qbr completion fish | source)."""
+    from click.shell_completion import get_completion_class
+
+    completion = get_completion_class(shell)(cli, {}, "qbr", "_QBR_COMPLETE")
+    click.echo(completion.source())
+
+
+cli.add_command(sets_group)
 
 
 def main() -> None:

@@ -105,3 +105,29 @@ def test_every_qbr_command_and_option_the_workflows_run_exists():
         for arg in args[1:]:
             if arg.startswith("-"):
                 assert arg in options, f"qbr {args[0]} has no option {arg}"
+
+
+KUBERNETES = Path(__file__).resolve().parents[1] / "examples" / "kubernetes" / "qbr-cronjob.yaml"
+
+
+def test_the_kubernetes_cronjob_runs_qbr_alone_with_a_valid_manifest_and_pushes_its_metrics():
+    from qbr.manifest import load_manifest_text
+
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(KUBERNETES.read_text())}
+    assert set(docs) == {"ConfigMap", "ServiceAccount", "CronJob"}
+    manifest = load_manifest_text(docs["ConfigMap"]["data"]["qbr.yaml"], "qbr.yaml", KUBERNETES.parent, env={"QDRANT_API_KEY": "k"})
+    assert manifest.state.describe().startswith("s3://"), "a pod keeps nothing: the state lives in S3"
+    spec = docs["CronJob"]["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid" and spec["jobTemplate"]["spec"]["backoffLimit"] == 0
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= 60 and pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["QBR_METRICS_FILE"]["value"].startswith("/tmp/") and "secretKeyRef" in env["QDRANT_API_KEY"]["valueFrom"]
+    script = container["args"][0]
+    assert "qbr apply --auto-approve" in script and "qbr status" in script and "PUSHGATEWAY_URL" in script
+    for line in script.splitlines():
+        for call in re.findall(r"\bqbr ([a-z-]+)((?: -{1,2}[a-z-]+)*)", line):
+            command = cli.commands[call[0]]
+            options = {opt for param in command.params if isinstance(param, click.Option) for opt in param.opts}
+            assert set(call[1].split()) <= options, line

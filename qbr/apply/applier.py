@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +69,7 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     output: dict[str, Any] = field(default_factory=dict)
+    trace: str = ""  # the traceback of a failure, for --debug (never journaled)
 
 
 @dataclass
@@ -190,9 +192,10 @@ class Applier:
             self.outputs[action.id] = output
             return Outcome(action.id, "done", str(output.get("note", "")), time.monotonic() - started, output)
         except QbrError as error:
-            return Outcome(action.id, "failed", str(error), time.monotonic() - started)
+            return Outcome(action.id, "failed", str(error), time.monotonic() - started, trace=traceback.format_exc())
         except Exception as error:  # a bug or an unexpected library error: still one sentence
-            return Outcome(action.id, "failed", f"unexpected error: {error.__class__.__name__}: {error}", time.monotonic() - started)
+            return Outcome(action.id, "failed", f"unexpected error: {error.__class__.__name__}: {error}", time.monotonic() - started,
+                           trace=traceback.format_exc())
 
     def _finish(self, outcome: Outcome, action: Action, report: ApplyReport) -> None:
         report.outcomes.append(outcome)

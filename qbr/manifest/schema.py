@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from qbr.editor_schema import strict
 from qbr.manifest.problems import MAX_PROBLEMS, PathKey, Pos, Problems, Tree, dotted_path, quote, shorten
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.v1.json"
@@ -21,7 +22,8 @@ SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.v1.json"
 
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    # The file is the editor's view (it also accepts ${...}); values are checked after interpolation.
+    return strict(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 @lru_cache(maxsize=1)

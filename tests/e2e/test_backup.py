@@ -211,9 +211,9 @@ def test_force_unlock_removes_a_dead_holders_lock_and_expired_leases_are_taken_o
     lock_id = dead.info.id
     blocked = qbr("apply", "--auto-approve", "--lock-timeout", "0s", cwd=tmp_path)
     assert blocked.exit_code == 4 and lock_id in blocked.stderr
-    wrong = qbr("force-unlock", "not-the-id", cwd=tmp_path)
+    wrong = qbr("force-unlock", "not-the-id", "--yes", cwd=tmp_path)
     assert wrong.exit_code == 4 and lock_id in wrong.stderr
-    unlocked = qbr("force-unlock", lock_id, cwd=tmp_path)
+    unlocked = qbr("force-unlock", lock_id, "--yes", cwd=tmp_path)
     assert unlocked.exit_code == 0 and "Removed the lock" in unlocked.stdout
     assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
 

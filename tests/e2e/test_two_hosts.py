@@ -107,9 +107,9 @@ def test_force_unlock_finds_a_dead_hosts_repository_lock_by_its_id(hosts):
     dead._stop.set()  # the cron host died: nobody renews, nobody releases
     blocked = qbr("apply", "--auto-approve", "--lock-timeout", "0s", cwd=host_b)
     assert blocked.exit_code == 4 and "the repository s3main" in blocked.stderr and dead.info.id in blocked.stderr
-    wrong = qbr("force-unlock", "not-the-id", cwd=host_b)
+    wrong = qbr("force-unlock", "not-the-id", "--yes", cwd=host_b)
     assert wrong.exit_code == 4 and dead.info.id in wrong.stderr and "no lock has ID not-the-id" in wrong.stderr
-    unlocked = qbr("force-unlock", dead.info.id, cwd=host_b)
+    unlocked = qbr("force-unlock", dead.info.id, "--yes", cwd=host_b)
     assert unlocked.exit_code == 0, unlocked.output
     assert "Removed the lock held by" in unlocked.stdout and f"on the repository s3main ({repo.describe()})" in unlocked.stdout
     applied = qbr("apply", "--auto-approve", cwd=host_b)
