@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -84,6 +83,8 @@ def validate(manifest_file: str | None) -> None:
 @now_option
 def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
+    import logging
+
     from qbr.events import echo_log, logs_to
     from qbr.render.plan import render_plan
     from qbr.workflow import plan_once

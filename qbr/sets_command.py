@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from qbr.cli_common import load, manifest_option, parallelism_option
@@ -44,6 +42,8 @@ def sets_group() -> None:
 @_common
 def list_command(backup=None, manifest_file=None, parallelism=8, as_json=False) -> None:
     """List the sets of every backup, or of BACKUP, newest first."""
+    import json
+
     from qbr.render.sets import render_set_list
 
     rows = _rows(manifest_file, parallelism, backup)
@@ -60,6 +60,8 @@ def list_command(backup=None, manifest_file=None, parallelism=8, as_json=False) 
 @_common
 def describe_command(set_ref, manifest_file=None, parallelism=8, as_json=False) -> None:
     """Show one set (its id, or BACKUP/ID): collections, sizes, sha256, aliases, Qdrant version, why kept."""
+    import json
+
     from qbr.render.sets import render_set
     from qbr.sets import find_set
 

@@ -80,7 +80,7 @@ def test_progress_is_drawn_per_transfer_on_a_terminal_and_not_at_all_in_a_pipe(p
 def _start_slow_apply(prod, folder) -> subprocess.Popen:
     manifest(prod, folder)
     prod.nodes[0].snapshot_latency = SLOW
-    run = qbr_process("apply", "--auto-approve", cwd=folder)
+    run = qbr_process("apply", "--auto-approve", cwd=folder, env={"QBR_METRICS_FILE": "qbr.prom"})
     deadline = time.monotonic() + 20
     while prod.nodes[0].count_requests(method="POST", path=r"/snapshots$") < 2:  # both copies are running
         assert time.monotonic() < deadline and run.poll() is None, run.communicate()
@@ -94,6 +94,11 @@ def _state(folder) -> dict:
 
 def _no_lock_left(folder) -> bool:
     return not (folder / ".qbr" / "state.json.lock").exists() and not (folder / "backups" / "locks" / "exclusive.json").exists()
+
+
+def _outcome_in_metrics(folder) -> str:
+    text = (folder / "qbr.prom").read_text()
+    return re.search(r'^qbr_apply_last_outcome\{outcome="(\w+)"\} 1\.0$', text, re.M).group(1)
 
 
 def _converges(prod, folder) -> None:
@@ -117,6 +122,7 @@ def test_the_first_ctrl_c_lets_running_actions_finish_then_journals_and_releases
     assert journal["commit_set"]["status"] == "skipped" and "stopped" in journal["commit_set"]["message"]
     assert _no_lock_left(tmp_path)
     assert "Apply stopped: 2 done, 0 failed, 1 skipped." in out, out
+    assert _outcome_in_metrics(tmp_path) == "stopped"
     _converges(prod, tmp_path)
 
 
@@ -134,6 +140,7 @@ def test_a_second_ctrl_c_abandons_the_running_actions_with_the_state_consistent(
     statuses = sorted((entry["kind"], entry["status"]) for entry in state["journal"])
     assert statuses == [("commit_set", "skipped"), ("copy_archive", "abandoned"), ("copy_archive", "abandoned")], statuses
     assert state["provenance"]["abandoned"] is True
+    assert _outcome_in_metrics(tmp_path) == "abandoned", "the metrics file is written before qbr exits"
     assert len(state["node_snapshots"]) == 2, "the snapshots being made are recorded, so the next plan finds them"
     assert _no_lock_left(tmp_path)
     prod.nodes[0].wait_background()
