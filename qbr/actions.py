@@ -8,7 +8,7 @@ field is missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from qbr.errors import QbrError
@@ -91,6 +91,35 @@ class RestoreCollection:
     target_collection: str
     via: str  # url | upload
     fallback: bool = True  # via was auto: a node that cannot fetch by URL gets an upload instead
+    # The manifest's topology and storage (plans written before them mean none): the target is
+    # created with this replication (a multi-node target), then PATCHed with `patch` once its
+    # archives are recovered; `shape` is recorded with its provenance.
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    patch: dict[str, Any] = field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CopyCollection:
+    """A logical copy: create the target in its new shape, then stream the points of the live
+    source collection into it (scroll, upsert), resumably (the positions are journaled)."""
+
+    restore: str
+    backup: str
+    set_id: str
+    copied_in: str
+    source_cluster: str
+    source_collection: str
+    target_cluster: str
+    target_collection: str
+    shard_number: int
+    replication_factor: int
+    write_consistency_factor: int
+    storage: dict[str, Any]  # on_disk, quantization, hnsw, optimizers ({} none): see qbr.planner.topology
+    shape: dict[str, Any]  # the manifest's topology and storage, recorded with the provenance
+    batch_size: int = 256
+    verify_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +152,7 @@ PARAMS: dict[str, type] = {
     "abort_upload": AbortUpload,
     "delete_node_snapshot": DeleteNodeSnapshot,
     "restore_collection": RestoreCollection,
+    "copy_collection": CopyCollection,
     "update_aliases": UpdateAliases,
 }
 
@@ -143,7 +173,7 @@ def params_of(kind: str, params: dict[str, Any], action_id: str) -> Any:
             if f.name == "record" and kind == "delete_node_snapshot":  # plans from before the record field
                 values["record"] = {k: params.get(k) for k in ("cluster", "node", "collection", "shard_id", "name")}
                 continue
-            if f.default is not MISSING:  # a field added later: plans written before it mean its default
+            if f.default is not MISSING or f.default_factory is not MISSING:  # added later: older plans mean its default
                 continue
             raise QbrError(f"action {action_id} lacks the parameter {f.name}; run qbr plan again")
         value = params[f.name]

@@ -54,6 +54,7 @@ POINTS: dict[str, str] = {
     "restore.upload_chunk": "a chunk of an archive was read from the repository for an upload to Qdrant",
     "restore.recovered": "a node recovered one archive; the uploaded copy (if any) is not yet deleted",
     "restore.before_record": "a restored collection has all its points; its provenance is not yet saved",
+    "restore.copy_batch": "a batch of a logical copy is upserted into the target and its scroll position journaled in the state",
     "aliases.before_update": "a restore's alias update is about to be sent",
     "aliases.updated": "a restore's aliases were updated; the action is not yet journaled",
     "adopt.copied": "one adopted snapshot was copied into the repository; its set record is not yet written",

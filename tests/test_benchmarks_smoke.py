@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end with tiny sizes and print their ratio lines (so they do not rot).
 
-The four run at once, as real processes (each starts its own emulator, and moto where needed).
+The five run at once, as real processes (each starts its own emulator, and moto where needed).
 Speed is never asserted here: only that each script measured what it says it measures.
 """
 
@@ -22,6 +22,7 @@ RUNS = {
     "plan_time": ["--collections", "5", "20", "--observe-collections", "3", "6", "--history", "3", "--repeat", "1"],
     "parallel": ["--collections", "3", "--size-mib", "1", "--rate-mib", "64", "--snapshot-latency", "0",
                  "--parallelism", "1", "3", "--repeat", "1"],
+    "logical_copy": ["--points", "300", "--dim", "8", "--batch", "50", "--target-nodes", "2", "--shards", "2"],
 }
 
 
@@ -99,3 +100,12 @@ def test_parallel_compares_qbr_apply_with_the_sequential_script(runs):
     out = runs["parallel"].stdout
     assert "sequential script (httpx)" in out and "qbr apply --parallelism 3" in out
     assert "SNAPSHOTS_PER_NODE = " in out  # the per-node cap on snapshot creation is shown
+
+
+def test_logical_copy_compares_qbr_with_a_plain_scroll_and_upsert_loop(runs):
+    found = ratios(runs["logical_copy"])
+    assert set(found) == {"logical_copy_vs_plain_loop_0ms", "logical_copy_vs_plain_loop_20ms"}
+    assert all(v > 0 for v in found.values())
+    out = runs["logical_copy"].stdout
+    assert "plain scroll+upsert loop (httpx)" in out and "qbr copy_collection --parallelism 4" in out
+    assert "300 points of 8 floats" in out

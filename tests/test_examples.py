@@ -12,7 +12,7 @@ from qbr.manifest import load_manifest, load_manifest_text
 
 PLANS = Path(__file__).resolve().parent.parent / "examples" / "plans"
 README_LISTS = {"quickstart.yaml", "nightly-s3.yaml", "tiers.yaml", "dr-replica.yaml", "migration.yaml", "qdrant-writes-s3.yaml",
-                "s3-compatible.yaml"}
+                "s3-compatible.yaml", "reshard.yaml"}
 
 
 def example(name: str, env: dict[str, str] | None = None):
@@ -120,3 +120,41 @@ def test_the_qdrant_writes_to_s3_example_declares_the_nodes_store_and_adopts_the
 
 def test_the_s3_compatible_example_reaches_its_store_through_an_endpoint():
     assert example("s3-compatible.yaml").repositories["minio"].endpoint_url == "http://minio:9000"
+
+
+def test_the_reshard_example_plans_a_logical_copy_into_six_shards_replicated_twice():
+    from datetime import datetime, timezone
+
+    from qbr.planner import make_plan
+    from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest
+    from qbr.state import State
+    from qbr.world import Observed, ObservedCluster, ObservedCollection, ObservedNode, ObservedRepository
+
+    m = example("reshard.yaml")
+    [restore] = m.restores.values()
+    assert (m.backups[restore.from_backup].cluster, restore.to) == ("old", "new")
+    assert (restore.topology.shard_number, restore.topology.replication_factor) == (6, 2)
+    assert restore.method == "auto" and restore.verify_sample == 100 and restore.if_exists == "fail"
+    config = {"params": {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 1},
+              "hnsw_config": {"m": 16, "ef_construct": 100}}
+    docs = ObservedCollection("docs", 1000, config, config_digest(config), 3, 1, ("docs_live",))
+
+    def nodes(count: int, host: str) -> tuple[ObservedNode, ...]:
+        return tuple(ObservedNode(f"http://{host}-{i}:6333", i + 1, "1.19.0") for i in range(count))
+
+    record = SetRecord("old-cluster", "20261120T000000Z", "2026-11-20T00:00:00Z", "old", "1.19.0", {"docs": CollectionRecord(
+        "docs", 1000, config, config_digest(config), ("docs_live",), 3, "1.19.0", "20261120T000000Z",
+        (ArchiveRecord("snapshots/docs/a.snapshot", 10, "ab" * 32, "collection", (0, 1, 2), "http://old-0:6333", 1000),),
+    )})
+    world = Observed(
+        {"old": ObservedCluster("old", nodes(3, "old"), True, ("docs",), {"docs": docs}, {"docs_live": "docs"}),
+         "new": ObservedCluster("new", nodes(6, "new"), True, (), {}, {})},
+        {"handover": ObservedRepository("handover", "./reshard-archives", False, (record,), {})},
+    )
+    plan = make_plan(m, world, State(), datetime(2026, 11, 20, 6, tzinfo=timezone.utc))
+    [copy] = [a for a in plan.actions if a.kind == "copy_collection"]
+    assert copy.title == ("collection docs on cluster new: shard number 3 -> 6, replication factor 1 -> 2, hnsw ef_construct "
+                          "100 -> 128: logical copy of ~1000 points from cluster old collection docs")
+    assert (copy.params["shard_number"], copy.params["replication_factor"], copy.params["verify_sample"]) == (6, 2, 100)
+    assert plan.action("restore.to-new.aliases").params["actions"] == [
+        {"create_alias": {"collection_name": "docs", "alias_name": "docs_live"}}]

@@ -825,14 +825,15 @@ def test_field_names_others_code_against():
         "name", "urls", "api_key", "rest_port", "timeout", "discover", "snapshot_timeout", "snapshot_storage", "tls"
     ]
     assert [f.name for f in dataclasses.fields(m.repositories["main"])] == [
-        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region"
+        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "s3"
     ]
-    assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region"]
+    assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region", "s3"]
     assert [f.name for f in dataclasses.fields(m.backups["nightly"])] == [
         "name", "cluster", "repository", "collections", "rpo", "only_changed", "aliases", "retention", "max_reference_age"
     ]
     assert [f.name for f in dataclasses.fields(m.restores["r"])] == [
-        "name", "from_backup", "to", "at", "collections", "if_exists", "aliases", "via"
+        "name", "from_backup", "to", "at", "collections", "if_exists", "aliases", "via", "topology", "storage", "method",
+        "batch_size", "verify_sample",
     ]
 
 

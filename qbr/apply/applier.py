@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from qbr import __version__, faultpoints
 from qbr.actions import params_of
-from qbr.apply import adopt, aliases, backup, cleanup, restore
+from qbr.apply import adopt, aliases, backup, cleanup, logical_copy, restore
 from qbr.connections import Connections
 from qbr.errors import QbrError
 from qbr.plan import Action, Plan, order_actions
@@ -49,6 +49,7 @@ HANDLERS: dict[str, Handler] = {
     "abort_upload": Handler(_no_check, cleanup.abort_upload),
     "delete_node_snapshot": Handler(_no_check, cleanup.delete_node_snapshot),
     "restore_collection": Handler(restore.check_restore_collection, restore.restore_collection),
+    "copy_collection": Handler(logical_copy.check_copy_collection, logical_copy.copy_collection),
     "update_aliases": Handler(_no_check, aliases.update_aliases),
     "adopt_set": Handler(adopt.check_adopt_set, adopt.adopt_set),
 }

@@ -100,12 +100,12 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
             journal.append({"archive": archive.key, "node": nodes[0].url})
         ensure_payload_indexes(seed, target, source)  # a recover into an existing collection keeps its own
     else:
-        if exists and not compatible(seed.collection_info(target), source):
+        if exists and not _fits(seed.collection_info(target), source, p):
             seed.delete_collection(target)
             exists = False
         if not exists:
-            create_collection(seed, target, source, len(nodes))
-        shard_map = ensure_shard_keys(seed, target, source, len(nodes))
+            create_collection(seed, target, source, len(nodes), p.replication_factor, p.write_consistency_factor)
+        shard_map = ensure_shard_keys(seed, target, source, len(nodes), p.replication_factor)
         ensure_payload_indexes(seed, target, source)
         holders = shard_holders(conn, cluster, nodes, target)
         for archive in source.archives:
@@ -121,6 +121,9 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
                 for node in wanted:
                     _recover(ctx, conn.client(cluster, node), repo, target, archive, None, "upload" if notes else p.via, p.fallback, notes)
                     journal.append({"archive": archive.key, "node": node})
+    if p.patch:
+        # What a snapshot cannot carry, or Qdrant's recover does not take from it: changed in place.
+        seed.update_collection(target, p.patch)
     points = seed.count_points(target, exact=True)
     problem = points_problem(points, source, p.set_id, target, cluster)
     faultpoints.reached("restore.before_record")
@@ -133,6 +136,8 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         "restored_at": utc_iso(ctx.now()),
         "points_count": points,
     }
+    if p.shape:
+        provenance.update(method="snapshot", shape=p.shape)
     if problem is not None:
         # Recorded, not left "incomplete": restoring the same archive again would give the same
         # count, so the next plan does not retry it blindly; it warns until a person looks.
@@ -140,10 +145,21 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         raise QbrError(problem)
     ctx.restore_finished(p.restore, target, provenance)
     result: dict[str, Any] = {"journal": {"points": points, "recovered": journal}}
+    if p.patch:
+        result["journal"]["patched"] = p.patch
     if notes:
         result["note"] = notes[0]
         result["journal"]["fell_back_to_upload"] = notes[0]
     return result
+
+
+def _fits(info: dict[str, Any], source: CollectionRecord, p: RestoreCollection) -> bool:
+    """An existing target can take the archives (same vectors and shard number) and has the
+    replication the restore asks for (PATCH changes only the number Qdrant shows, not the replicas)."""
+    if not compatible(info, source):
+        return False
+    params = (info.get("config") or {}).get("params") or {}
+    return p.replication_factor is None or int(params.get("replication_factor") or 1) == p.replication_factor
 
 
 def points_problem(points: int, source: CollectionRecord, set_id: str, target: str, cluster: str) -> str | None:

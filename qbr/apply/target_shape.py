@@ -21,26 +21,43 @@ def compatible(info: dict[str, Any], source: CollectionRecord) -> bool:
     return params.get("vectors") == wanted.get("vectors") and int(params.get("shard_number") or 1) == source.shard_number
 
 
-def create_collection(seed: Any, target: str, source: CollectionRecord, node_count: int) -> None:
-    replication = max(1, min(_replication_factor(source), node_count))
+def create_collection(
+    seed: Any, target: str, source: CollectionRecord, node_count: int,
+    replication_factor: int | None = None, write_consistency_factor: int | None = None,
+) -> None:
+    """Create the target from the recorded config, with the recorded shard number and a replication
+    that fits the cluster (or the restore's topology: its replication and write consistency)."""
+    replication = replication_factor or max(1, min(_replication_factor(source), node_count))
+    config = source.config
+    if write_consistency_factor is not None:
+        config = {**config, "params": {**(config.get("params") or {}), "write_consistency_factor": write_consistency_factor}}
+    create_shaped(seed, target, config, source.shard_number, replication)
+
+
+def create_shaped(seed: Any, target: str, config: dict[str, Any], shard_number: int, replication_factor: int) -> None:
+    """Create a collection shaped like `config` with this shard number and replication."""
     try:
-        seed.create_collection(target, source.config, shard_number=source.shard_number, replication_factor=replication)
+        seed.create_collection(target, config, shard_number=shard_number, replication_factor=replication_factor)
     except QdrantError as error:
         # A create whose answer was lost (a timeout) is sent again by the client and meets the
         # collection it made: 409. One of another shape is still refused.
         if error.status != 409 or not seed.collection_exists(target):
             raise
-        if not compatible(seed.collection_info(target), source):
+        params = (seed.collection_info(target).get("config") or {}).get("params") or {}
+        wanted = config.get("params") or {}
+        if params.get("vectors") != wanted.get("vectors") or int(params.get("shard_number") or 1) != shard_number:
             raise
     faultpoints.reached("restore.collection_created")
 
 
-def ensure_shard_keys(seed: Any, target: str, source: CollectionRecord, node_count: int) -> dict[int, int]:
+def ensure_shard_keys(
+    seed: Any, target: str, source: CollectionRecord, node_count: int, replication_factor: int | None = None
+) -> dict[int, int]:
     """Create the recorded shard keys the target lacks, lowest source shard id first, and map each
     recorded shard id to the target's shard of the same key and position. {} without custom sharding."""
     if not source.shard_keys:
         return {}
-    replication = max(1, min(_replication_factor(source), node_count))
+    replication = replication_factor or max(1, min(_replication_factor(source), node_count))
     have = _target_keys(seed, target)
     for entry in source.shard_keys:
         if _key_id(entry["key"]) not in have:
@@ -61,10 +78,37 @@ def ensure_shard_keys(seed: Any, target: str, source: CollectionRecord, node_cou
 def ensure_payload_indexes(seed: Any, target: str, source: CollectionRecord) -> None:
     """Create every recorded payload index (creating one that exists is harmless), so filtered
     searches on the restored collection are indexed as they were on the source."""
-    for field_name, info in sorted(source.payload_schema.items()):
+    create_payload_indexes(seed, target, source.payload_schema)
+
+
+def create_payload_indexes(seed: Any, target: str, payload_schema: dict[str, Any]) -> None:
+    """Create the indexes a `CollectionInfo.payload_schema` describes ({field: {data_type, params}})."""
+    for field_name, info in sorted(payload_schema.items()):
         schema = info.get("params") or info.get("data_type")
         if schema is not None:
             seed.create_payload_index(target, field_name, schema)
+
+
+def ensure_keys(seed: Any, target: str, keys: list[Any], shards_number: int, replication_factor: int) -> None:
+    """Create these shard keys (custom sharding), each with `shards_number` shards, unless present."""
+    have = _target_keys(seed, target)
+    for key in keys:
+        if _key_id(key) not in have:
+            seed.create_shard_key(target, key, shards_number=shards_number, replication_factor=replication_factor)
+
+
+def live_shard_keys(conn: Any, cluster: str, collection: str) -> list[Any]:
+    """A live custom-sharded collection's shard keys, lowest shard id first ([] without custom sharding)."""
+    first: dict[str, tuple[int, Any]] = {}
+    for node in conn.cluster_nodes(cluster):
+        view = conn.client(cluster, node.url).collection_cluster(collection)
+        for shard in (view.get("local_shards") or []) + (view.get("remote_shards") or []):
+            key = shard.get("shard_key")
+            if key is not None:
+                known = first.get(_key_id(key))
+                if known is None or int(shard["shard_id"]) < known[0]:
+                    first[_key_id(key)] = (int(shard["shard_id"]), key)
+    return [key for _, key in sorted(first.values(), key=lambda item: item[0])]
 
 
 def shard_holders(conn: Any, cluster: str, nodes: list[Any], collection: str) -> dict[int, list[str]]:

@@ -18,9 +18,12 @@ from qbr.manifest.model import (
     Manifest,
     RepositoryConfig,
     RestoreConfig,
+    S3Options,
     SnapshotStorage,
     StateLocation,
+    Storage,
     TlsConfig,
+    Topology,
 )
 from qbr.retention import RetentionPolicy
 
@@ -39,7 +42,9 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
     state_value = data.get("state", DEFAULT_STATE_PATH)
     if isinstance(state_value, dict) and "s3" in state_value:
         s3 = state_value["s3"]
-        state = StateLocation("s3", None, s3["bucket"], s3["key"], blank(s3.get("endpoint_url")), blank(s3.get("region")))
+        state = StateLocation(
+            "s3", None, s3["bucket"], s3["key"], blank(s3.get("endpoint_url")), blank(s3.get("region")), _s3_options(s3)
+        )
     elif isinstance(state_value, str) and state_value.startswith("s3://"):
         bucket, key = parse_s3_url(state_value)  # type: ignore[misc]
         state = StateLocation("s3", None, bucket, key, None, None)
@@ -73,7 +78,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             s3 = r["s3"]
             repositories[name] = RepositoryConfig(
                 name, "s3", None, s3["bucket"], s3.get("prefix", "").strip("/"),
-                blank(s3.get("endpoint_url")), blank(s3.get("region")),
+                blank(s3.get("endpoint_url")), blank(s3.get("region")), _s3_options(s3),
             )
         else:
             repositories[name] = RepositoryConfig(name, "path", local(r["path"]), None, "", None, None)
@@ -113,6 +118,11 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             if_exists=r.get("if_exists", "skip"),
             aliases=r.get("aliases", True),
             via=r.get("via", "auto"),
+            topology=Topology(**(r.get("topology") or {})),
+            storage=_storage(r.get("storage")),
+            method=r.get("method", "auto"),
+            batch_size=r.get("batch_size", 256),
+            verify_sample=r.get("verify_sample", 0),
         )
 
     adopt: dict[str, AdoptConfig] = {}
@@ -145,6 +155,18 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
     )
 
 
+def _s3_options(s3: dict[str, Any]) -> S3Options:
+    """The optional client and locking keys of an s3 block (timeouts are durations)."""
+    return S3Options(
+        addressing_style=s3.get("addressing_style") or None,
+        checksums=s3.get("checksums") or None,
+        connect_timeout=parse_duration(s3["connect_timeout"]).total_seconds() if s3.get("connect_timeout") else None,
+        read_timeout=parse_duration(s3["read_timeout"]).total_seconds() if s3.get("read_timeout") else None,
+        max_attempts=s3.get("max_attempts"),
+        locking=s3.get("locking", "conditional"),
+    )
+
+
 def _snapshot_storage(raw: dict[str, Any] | None) -> SnapshotStorage | None:
     if not raw:
         return None
@@ -154,4 +176,15 @@ def _snapshot_storage(raw: dict[str, Any] | None) -> SnapshotStorage | None:
         prefix=s3.get("prefix", "snapshots"),
         endpoint_url=s3.get("endpoint_url") or None,
         region=s3.get("region") or None,
+    )
+
+
+def _storage(raw: dict[str, Any] | None) -> Storage:
+    if not raw:
+        return Storage()
+    return Storage(
+        on_disk=raw.get("on_disk"),
+        quantization=raw.get("quantization"),
+        hnsw=dict(raw["hnsw"]) if raw.get("hnsw") else None,
+        optimizers=dict(raw["optimizers"]) if raw.get("optimizers") else None,
     )

@@ -72,6 +72,7 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
                 reason = _url_problem(s3["endpoint_url"])
                 if reason:
                     report(base + ("endpoint_url",), reason)
+            _check_s3_options(s3, base, report)
 
     for name, backup in backups.items():
         if not isinstance(backup, dict):
@@ -119,6 +120,7 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
                     f"but backup {backup_name!r} writes to a folder; use auto or upload",
                 )
         _check_restore_map(name, restore, backup, report)
+        _check_restore_shape(restore, base, report)
 
     for name, adoption in _maps(data, "adopt").items():
         if not isinstance(adoption, dict):
@@ -139,6 +141,24 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
             )
 
 
+def _check_restore_shape(restore: dict[str, Any], base: PathKey, report: Any) -> None:
+    """A target shape that contradicts itself, and options a method never uses."""
+    topology = restore.get("topology")
+    if isinstance(topology, dict):
+        rf, wcf = topology.get("replication_factor"), topology.get("write_consistency_factor")
+        if isinstance(rf, int) and isinstance(wcf, int) and wcf > rf:
+            report(
+                base + ("topology", "write_consistency_factor"),
+                f"{wcf} is more than the replication_factor {rf}: no write could gather that many replicas' answers",
+            )
+    if restore.get("method") == "snapshot" and isinstance(restore.get("verify_sample"), int) and restore["verify_sample"] > 0:
+        report(
+            base + ("verify_sample",),
+            "compares a logical copy with its live source, and method snapshot never makes one; "
+            "remove it or set method to auto or logical",
+        )
+
+
 def _check_state(state: Any, report: Any) -> None:
     if isinstance(state, str) and state.startswith("s3://"):
         if parse_s3_url(state) is None:
@@ -156,6 +176,22 @@ def _check_state(state: Any, report: Any) -> None:
             reason = _url_problem(endpoint)
             if reason:
                 report(("state", "s3", "endpoint_url"), reason)
+        _check_s3_options(state["s3"], ("state", "s3"), report)
+
+
+def _check_s3_options(s3: dict[str, Any], base: PathKey, report: Any) -> None:
+    """An s3 block's client settings: timeouts are durations; virtual addressing needs a host name."""
+    _check_duration(s3.get("connect_timeout"), base + ("connect_timeout",), report)
+    _check_duration(s3.get("read_timeout"), base + ("read_timeout",), report)
+    endpoint = s3.get("endpoint_url")
+    if s3.get("addressing_style") == "virtual" and isinstance(endpoint, str) and endpoint:
+        host = urlsplit(endpoint).hostname or ""
+        if host == "localhost" or re.fullmatch(r"[0-9.]+|\[?[0-9a-fA-F:]+\]?", host):
+            report(
+                base + ("addressing_style",),
+                f"virtual puts the bucket in the host name ({quote('bucket.' + host)}), which an IP address or "
+                "localhost endpoint cannot serve; use path",
+            )
 
 
 def _check_name_ref(value: Any, known: dict[str, Any], kind: str, path: PathKey, report: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from qbr.manifest import collection_map
 from qbr.retention import RetentionPolicy
@@ -57,6 +57,31 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class S3Options:
+    """How qbr talks to one S3 store (an s3 block's optional keys); None: qbr's default for the
+    store (path-style and checksums only when required with an endpoint_url; see
+    qbr.repository.s3_setup). `locking: unsafe-single-writer` lets qbr lock a store that ignores
+    conditional writes, best effort, for when only one qbr ever runs against it."""
+
+    addressing_style: Literal["path", "virtual", "auto"] | None = None
+    checksums: Literal["when_required", "when_supported"] | None = None
+    connect_timeout: float | None = None  # seconds
+    read_timeout: float | None = None  # seconds
+    max_attempts: int | None = None
+    locking: Literal["conditional", "unsafe-single-writer"] = "conditional"
+
+    def client_settings(self) -> dict[str, Any]:
+        """The keyword arguments of open_s3_repository for these settings."""
+        return {
+            "addressing_style": self.addressing_style,
+            "checksums": self.checksums,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "max_attempts": self.max_attempts,
+        }
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     """Where archives and set records live: a prefix in an S3 bucket, or a folder."""
 
@@ -67,6 +92,7 @@ class RepositoryConfig:
     prefix: str  # no leading or trailing '/'
     endpoint_url: str | None
     region: str | None
+    s3: S3Options = S3Options()
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,7 @@ class StateLocation:
     key: str | None
     endpoint_url: str | None
     region: str | None
+    s3: S3Options = S3Options()
 
     def describe(self) -> str:
         """A short human form: the absolute path, or s3://bucket/key."""
@@ -107,6 +134,27 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class Topology:
+    """A restore's target shape, overriding what the set recorded (None: keep the recorded value)."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A restore's storage layout, overriding what the set recorded (None: keep it). `quantization`
+    is Qdrant's quantization_config, or "disabled"; `hnsw` and `optimizers` are merged into the
+    recorded hnsw_config and optimizer_config; `on_disk` applies to every dense vector."""
+
+    on_disk: bool | None = None
+    quantization: Any = None
+    hnsw: Mapping[str, Any] | None = None
+    optimizers: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class RestoreConfig:
     """A cluster that must hold restored copies of a backup's collections."""
 
@@ -118,6 +166,13 @@ class RestoreConfig:
     if_exists: Literal["skip", "replace", "fail"]
     aliases: bool
     via: Literal["auto", "url", "upload"]
+    topology: Topology = Topology()
+    storage: Storage = Storage()
+    # auto: recover snapshots where they can carry the target's shape (then PATCH), else copy the
+    # points from the live source; snapshot / logical: always that way.
+    method: Literal["auto", "snapshot", "logical"] = "auto"
+    batch_size: int = 256  # points per scroll page and upsert of a logical copy
+    verify_sample: int = 0  # after a logical copy, compare this many points with the source
 
     def target_name(self, source_collection: str) -> str | None:
         """The collection `source_collection` is restored into; None when no entry matches."""

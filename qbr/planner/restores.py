@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from qbr.actions import (
+    CopyCollection,
     RestoreCollection,
     UpdateAliases,
     as_params,
@@ -14,10 +15,11 @@ from qbr.actions import (
 from qbr.manifest import BackupConfig, Manifest, RestoreConfig
 from qbr.plan import Action, Note
 from qbr.planner.draft import Draft, PlannedSet
+from qbr.planner.topology import Route, route, shape_of, storage_of
 from qbr.records import parse_set_key, set_id_time, utc_iso
 from qbr.render.sizes import human_bytes
 from qbr.state import State
-from qbr.world import BrokenSet, Observed, ObservedCluster, ObservedRepository, version_tuple
+from qbr.world import BrokenSet, Observed, ObservedCluster, ObservedCollection, ObservedRepository, version_tuple
 
 
 def version_refusal(snapshot_version: str, target_version: str) -> str | None:
@@ -42,13 +44,16 @@ class _Source:
     sizes: dict[str, int | None]
     qdrant_version: str
     depends_on: tuple[str, ...]
+    configs: dict[str, tuple[dict, int]]  # name -> (recorded config, shard number)
 
 
 def _select_source(
-    restore: RestoreConfig, backup: BackupConfig, repo: ObservedRepository, planned: PlannedSet | None
+    restore: RestoreConfig, backup: BackupConfig, repo: ObservedRepository, planned: PlannedSet | None,
+    live: ObservedCluster | None,
 ) -> _Source | None:
     candidates: list[_Source] = []
     if planned is not None:
+        observed = live.collections if live is not None else {}
         candidates.append(
             _Source(
                 planned.set_id,
@@ -58,6 +63,7 @@ def _select_source(
                 {},
                 planned.qdrant_version,
                 (planned.commit_action,),
+                {n: (observed[n].config, observed[n].shard_number) for n in planned.copied_in if n in observed},
             )
         )
     for record in repo.sets_of(backup.name):
@@ -70,6 +76,7 @@ def _select_source(
                 {n: sum(a.size for a in c.archives) for n, c in record.collections.items()},
                 record.qdrant_version,
                 (),
+                {n: (c.config, c.shard_number) for n, c in record.collections.items()},
             )
         )
     for source in candidates:  # newest first
@@ -92,7 +99,8 @@ def plan_restore(
     backup = manifest.backups[restore.from_backup]
     repo = observed.repositories[backup.repository]
     target = observed.clusters[restore.to]
-    source = _select_source(restore, backup, repo, planned.get(backup.name))
+    source_cluster = observed.clusters.get(backup.cluster)
+    source = _select_source(restore, backup, repo, planned.get(backup.name), source_cluster)
     if source is None:
         at = "latest" if restore.at is None else utc_iso(restore.at)
         if restore.at is not None and repo.sets_of(backup.name):
@@ -109,12 +117,8 @@ def plan_restore(
             f"backup {backup.name} cannot be read ({unreadable.problem})"
         )
         return
-    refusal = version_refusal(source.qdrant_version, target.version)
-    if refusal:
-        draft.refusals.append(
-            f"restore {restore.name}: refusing to restore set {source.set_id} into cluster {restore.to}: {refusal}"
-        )
-        return
+    too_new = version_refusal(source.qdrant_version, target.version)  # for snapshots only: a logical copy needs none
+    version_refused = False
     provenance = state.restores.get(restore.name, {})
     restore_ids: list[str] = []
     desired_aliases: dict[str, str] = {}
@@ -148,6 +152,21 @@ def plan_restore(
             exists = target_name in existing
             known = provenance.get(target_name)
             interrupted = bool(known and known.get("incomplete"))  # a restore into it did not finish
+            recorded, recorded_shards = source.configs.get(source_name, ({}, 1))
+            live = source_cluster.collections.get(source_name) if source_cluster is not None else None
+            path = route(restore, source_name, recorded, recorded_shards, live, backup.cluster, len(target.nodes))
+            if path.refusal:
+                draft.refusals.append(f"restore {restore.name}: {path.refusal}")
+                continue
+            if path.method == "snapshot" and too_new:
+                if not version_refused:
+                    version_refused = True
+                    draft.refusals.append(
+                        f"restore {restore.name}: refusing to restore set {source.set_id} into cluster {restore.to}: {too_new}"
+                        + ("; or set method: logical to copy the points from the live collections instead" if restore.method == "auto" else "")
+                    )
+                continue
+            shape = shape_of(restore)
             title = (
                 f"collection {target_name} on cluster {restore.to} from set {source.set_id} "
                 f"collection {source_name} ({human_bytes(source.sizes.get(source_name))})"
@@ -158,10 +177,10 @@ def plan_restore(
                     f"{source.set_id}, did not pass its points check ({known['points_check_failed']})"
                 )
                 continue
-            if exists and known and not interrupted and known.get("copied_in") == copied_in and known.get("source_collection") == source_name:
-                draft.unchanged.append(
-                    Note(group, f"collection {target_name}", f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {source.set_id} holds the same data")
-                )
+            same_data = bool(known) and known.get("copied_in") == copied_in and known.get("source_collection") == source_name
+            reshaped = bool(known) and known.get("shape", {}) != shape
+            if exists and known and not interrupted and same_data and not reshaped:
+                draft.unchanged.append(Note(group, f"collection {target_name}", _unchanged_reason(known, source.set_id)))
                 continue
             if exists and restore.if_exists == "skip" and not interrupted:
                 draft.unchanged.append(
@@ -178,14 +197,30 @@ def plan_restore(
                 reason = "it does not exist on the target cluster"
             elif interrupted:
                 reason = f"a restore into it from set {known.get('set_id')} did not finish; it may be incomplete"
+            elif same_data and reshaped:
+                reason = f"the restore's topology or storage changed since it was restored from set {known.get('set_id')}"
             elif known:
                 reason = f"it holds set {known.get('set_id')}'s data, and the restore now selects set {source.set_id}"
             else:
                 reason = "it exists but was not restored by qbr, and if_exists is replace"
+            action_id = f"restore.{restore.name}.{target_name}"
+            if path.method == "logical":
+                assert live is not None  # route() refuses a logical copy without a live source
+                draft.actions.append(_copy_action(
+                    action_id, group, restore, backup, source, source_name, target_name, live, exists, path, reason, shape
+                ))
+                restore_ids.append(action_id)
+                targets_restored.add(target_name)
+                continue
             via = restore.via
             if via == "auto":
                 via = "url" if repo.can_presign else "upload"
-            action_id = f"restore.{restore.name}.{target_name}"
+            if path.changes:
+                title += ", with " + ", ".join(path.changes)
+                reason += (
+                    "; a snapshot carries the recorded shard number and vectors, so the archives are recovered as "
+                    f"always and the rest is changed in place (PATCH /collections/{target_name})"
+                )
             draft.actions.append(
                 Action(
                     id=action_id,
@@ -207,6 +242,10 @@ def plan_restore(
                         target_collection=target_name,
                         via=via,
                         fallback=restore.via == "auto",
+                        replication_factor=path.replication_factor,
+                        write_consistency_factor=path.write_consistency_factor,
+                        patch=path.patch,
+                        shape=shape,
                     )),
                 )
             )
@@ -219,6 +258,58 @@ def plan_restore(
         )
     if restore.aliases:
         _plan_aliases(draft, group, restore, target, existing, desired_aliases, owned, targets_restored, restore_ids)
+
+
+def _unchanged_reason(known: dict, selected: str) -> str:
+    if known.get("method") == "logical":
+        return (
+            f"copied from cluster {known.get('source_cluster')} collection {known.get('source_collection')} on "
+            f"{known.get('restored_at')} (a logical copy, for set {known.get('set_id')}); set {selected} holds the same data"
+        )
+    return f"restored from set {known.get('set_id')} on {known.get('restored_at')}; set {selected} holds the same data"
+
+
+def _copy_action(
+    action_id: str, group: str, restore: RestoreConfig, backup: BackupConfig, source: _Source, source_name: str,
+    target_name: str, live: ObservedCollection, exists: bool, path: Route, reason: str, shape: dict,
+) -> Action:
+    """A logical copy: the target created in its new shape, the live source's points streamed into it."""
+    resharded = any(change.startswith("shard number") for change in path.changes)
+    why = "a snapshot recovers only into a collection with the same shard number, so " if resharded else ""
+    return Action(
+        id=action_id,
+        kind="copy_collection",
+        change="replace" if exists else "create",
+        group=group,
+        title=(
+            f"collection {target_name} on cluster {restore.to}: {', '.join(path.changes)}: logical copy of "
+            f"~{live.points_count} points from cluster {backup.cluster} collection {source_name}"
+        ),
+        reason=(
+            f"{reason}; {why}the target is created in its new shape and the points are copied from the live "
+            f"collection (cluster {backup.cluster} must be reachable while apply runs, and the copy holds the points "
+            f"it has then, not those of set {source.set_id})"
+        ),
+        depends_on=source.depends_on,
+        precondition={"target_exists": exists, "source_config_sha256": live.config_sha256},
+        params=as_params(CopyCollection(
+            restore=restore.name,
+            backup=backup.name,
+            set_id=source.set_id,
+            copied_in=source.collections[source_name],
+            source_cluster=backup.cluster,
+            source_collection=source_name,
+            target_cluster=restore.to,
+            target_collection=target_name,
+            shard_number=path.shard_number,
+            replication_factor=path.replication_factor or 1,
+            write_consistency_factor=path.write_consistency_factor or 1,
+            storage=storage_of(restore),
+            shape=shape,
+            batch_size=restore.batch_size,
+            verify_sample=restore.verify_sample,
+        )),
+    )
 
 
 def _unreadable_newer_set(repo: ObservedRepository, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:

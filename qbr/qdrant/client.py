@@ -116,6 +116,50 @@ class QdrantClient(Transport):
                 raise ValueError("count is not an integer")
             return count
 
+    def scroll_page(
+        self, collection: str, *, offset: Any = None, limit: int = 256, with_vector: bool = True,
+        with_payload: bool = True, shard_key: Any = None,
+    ) -> tuple[list[dict], Any]:
+        """One page of points in id order from `offset` (None: the first): (points, the next page's
+        offset, None after the last). `shard_key` reads one shard key's shards only."""
+        path = f"/collections/{path_segment(collection)}/points/scroll"
+        body: dict[str, Any] = {"limit": limit, "with_payload": with_payload, "with_vector": with_vector}
+        if offset is not None:
+            body["offset"] = offset
+        if shard_key is not None:
+            body["shard_key"] = shard_key
+        result = self._call("POST", path, what=f"scroll the points of collection `{collection}`", json_body=body)
+        with self._parsing("POST", path):
+            points = result["points"]
+            if not isinstance(points, list) or not all(isinstance(p, dict) and "id" in p for p in points):
+                raise ValueError("points is not a list of records")
+            return points, result.get("next_page_offset")
+
+    def upsert_batch(self, collection: str, points: list[dict], *, shard_key: Any = None, wait: bool = True) -> None:
+        """Insert or replace whole points (id, vector, payload); repeating it is harmless, so it is
+        retried like a read. `shard_key`: where they go in a custom-sharded collection."""
+        body: dict[str, Any] = {"points": points}
+        if shard_key is not None:
+            body["shard_key"] = shard_key
+        self._call("PUT", f"/collections/{path_segment(collection)}/points",
+                   what=f"upsert {len(points)} points into collection `{collection}`",
+                   params={"wait": query_flag(wait)}, json_body=body)
+
+    def retrieve_points(self, collection: str, ids: list[Any], *, with_vector: bool = True, with_payload: bool = True) -> list[dict]:
+        """The points of these ids that exist (`POST /collections/{c}/points`)."""
+        path = f"/collections/{path_segment(collection)}/points"
+        result = self._call("POST", path, what=f"read {len(ids)} points of collection `{collection}`",
+                            json_body={"ids": list(ids), "with_vector": with_vector, "with_payload": with_payload})
+        with self._parsing("POST", path):
+            if not isinstance(result, list):
+                raise ValueError("not a list")
+            return [dict(p) for p in result]
+
+    def update_collection(self, collection: str, body: dict) -> None:
+        """Change a collection's parameters in place (`PATCH /collections/{c}`, Qdrant's UpdateCollection)."""
+        self._call("PATCH", f"/collections/{path_segment(collection)}",
+                   what=f"update the parameters of collection `{collection}`", json_body=body)
+
     # ---------------------------------------------------------------- collection and shard snapshots
 
     def create_snapshot(

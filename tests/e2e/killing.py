@@ -280,12 +280,59 @@ def slow_snapshot_world(bed: Bed) -> World:
     return world
 
 
+def logical_copy_world(bed: Bed) -> World:
+    """A set exists of a 2-node cluster (docs: 2 shards, a payload index and an alias; tenants:
+    custom sharding, keys eu and us); the apply under test copies both point by point into a
+    3-node cluster with 3 shards (per key) and replication 2, in batches of 10: a kill lands
+    between batches, and the next apply continues from the journal."""
+    folder = bed.folder("logical-copy")
+    prod, big = start_cluster(bed, 2), start_cluster(bed, 3)
+    make_collection(prod.urls[0], "docs", points=70, shards=2)
+    with QdrantClient(prod.urls[0]) as client:
+        client.create_payload_index("docs", "tag", "keyword")
+        client.update_aliases([{"create_alias": {"collection_name": "docs", "alias_name": "docs_current"}}])
+        client.create_collection("tenants", {"params": {"vectors": {"size": 4, "distance": "Cosine"}, "sharding_method": "custom"}})
+        for key, ids in (("eu", range(0, 25)), ("us", range(100, 112))):
+            client.create_shard_key("tenants", key, shards_number=1)
+            client.upsert_batch("tenants", [{"id": i, "vector": [0.1, 0.2, 0.3, i / 200], "payload": {"key": key}} for i in ids],
+                                shard_key=key)
+    text = f"""
+version: 1
+clusters:
+  prod: {{url: "{prod.urls[0]}"}}
+  big: {{url: "{big.urls[0]}"}}
+repositories:
+  local:
+    path: ./backups
+backups:
+  nightly: {{cluster: prod, repository: local, rpo: 1h}}
+"""
+    write_manifest(folder, text)
+    must(qbr("apply", "--auto-approve", "--now", iso(T0), cwd=folder), "setup apply")
+    write_manifest(folder, text + """restores:
+  reshard:
+    from: nightly
+    to: big
+    topology: {shard_number: 3, replication_factor: 2}
+    batch_size: 10
+    verify_sample: 20
+""")
+    return World(
+        folder,
+        T0 + timedelta(minutes=10),
+        {"prod": prod, "big": big},
+        {"local": open_local_repository(folder / "backups")},
+        targets={"big": {"docs": "docs", "tenants": "tenants"}},
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bed], World]] = {
     "backup": backup_world,
     "slow-snapshots": slow_snapshot_world,
     "retention": retention_world,
     "restore": restore_world,
     "recovery": recovery_world,
+    "logical-copy": logical_copy_world,
 }
 #: Scenarios whose uninterrupted run leaves the same world as another's (recovery ends as backup does).
 SAME_END_AS = {"recovery": "backup", "slow-snapshots": "backup"}

@@ -45,6 +45,8 @@ SAMPLE = [
     ("restore", "aliases.updated", 1, 0.0),
     # a kill while cleaning up after a kill
     ("recovery", "node_snapshot.deleted", 1, 0.0),
+    # a logical copy into 3 shards on 3 nodes (two collections, one custom-sharded), in batches
+    ("logical-copy", "restore.copy_batch", 4, 0.0),  # some batches journaled, some maybe not yet
 ]
 
 

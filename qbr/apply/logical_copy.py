@@ -1,0 +1,223 @@
+"""Carry out one copy_collection action: a logical copy of a live collection into a target of
+another shape (another shard number, or a storage layout the target is created with).
+
+The target is created from the live source's config with the plan's shard number, replication
+and storage, its shard keys (custom sharding) and payload indexes; the aliases follow in their
+own action. Then the points are streamed from the source (qbr.apply.copy_streams), and every
+batch's position is journaled into the restore's mark in the state: a killed run's next apply
+continues where the journal says, without copying a journaled batch twice. At the end the
+target must hold exactly the points the source held when the copy began (a source written to
+during the copy is said so, and judged against the range it moved through); on request a
+sample of points is compared by id, vector and payload.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from typing import Any
+
+from qbr import faultpoints
+from qbr.actions import CopyCollection
+from qbr.apply.context import ActionContext
+from qbr.apply.copy_streams import Copier, Stream
+from qbr.apply.target_shape import create_payload_indexes, create_shaped, ensure_keys, live_shard_keys
+from qbr.errors import PreconditionError, QbrError
+from qbr.planner.topology import shaped_config
+from qbr.records import config_digest, utc_iso
+
+WHOLE = "*"  # the stream of a collection without custom sharding
+
+
+def check_copy_collection(ctx: ActionContext, p: CopyCollection, pre: dict[str, Any]) -> None:
+    conn = ctx.connections
+    if "target_exists" in pre:
+        exists = conn.seed(p.target_cluster).collection_exists(p.target_collection)
+        if exists != bool(pre["target_exists"]):
+            raise PreconditionError(
+                f"collection {p.target_collection} on cluster {p.target_cluster} "
+                f"{'appeared' if exists else 'disappeared'} since the plan; run qbr plan again"
+            )
+    wanted = pre.get("source_config_sha256")
+    if wanted:
+        source = conn.seed(p.source_cluster)
+        if not source.collection_exists(p.source_collection):
+            raise PreconditionError(
+                f"collection {p.source_collection} on cluster {p.source_cluster}, the source of the copy, "
+                "disappeared since the plan; run qbr plan again"
+            )
+        if config_digest(dict(source.collection_info(p.source_collection).get("config") or {})) != wanted:
+            raise PreconditionError(
+                f"collection {p.source_collection} on cluster {p.source_cluster} changed its configuration since the plan; "
+                "run qbr plan again"
+            )
+
+
+def copy_collection(ctx: ActionContext, p: CopyCollection, action_id: str) -> dict[str, Any]:
+    conn = ctx.connections
+    source = conn.seed(p.source_cluster)
+    targets = [conn.client(p.target_cluster, n.url) for n in conn.cluster_nodes(p.target_cluster)]
+    seed = targets[0]
+    key = _copy_key(p)
+    mark = copy.deepcopy(ctx.restore_mark(p.restore, p.target_collection) or {})  # the state's own stays untouched
+    journal = mark.get("copy") if mark.get("incomplete") and (mark.get("copy") or {}).get("key") == key else None
+    exists = seed.collection_exists(p.target_collection)
+    resumed = journal is not None and exists
+    info = source.collection_info(p.source_collection)
+    custom = ((info.get("config") or {}).get("params") or {}).get("sharding_method") == "custom"
+    keys = live_shard_keys(conn, p.source_cluster, p.source_collection) if custom else []
+    if not resumed:
+        # The state says the copy is under way before the target is touched (as for a recover):
+        # from here on the target is qbr's half-made work, which the next plan finishes.
+        journal = {"key": key, "source_points": source.count_points(p.source_collection, exact=True), "streams": {}, "sample": []}
+        mark = _mark(ctx, p, journal)
+        ctx.restore_started(p.restore, p.target_collection, copy.deepcopy(mark))
+        if exists:
+            seed.delete_collection(p.target_collection)
+        config = shaped_config(info.get("config") or {}, p.storage, p.write_consistency_factor)
+        create_shaped(seed, p.target_collection, config, p.shard_number, p.replication_factor)
+    assert journal is not None
+    if custom:
+        ensure_keys(seed, p.target_collection, keys, p.shard_number, p.replication_factor)
+    create_payload_indexes(seed, p.target_collection, info.get("payload_schema") or {})
+
+    names = [(json.dumps(k, sort_keys=True), k) for k in keys] if custom else [(WHOLE, None)]
+    streams = [Stream(name, shard_key, journal["streams"].get(name) or {}) for name, shard_key in names]
+
+    def read(stream: Stream, offset: Any, limit: int) -> tuple[list[dict], Any]:
+        points, after = source.scroll_page(p.source_collection, offset=offset, limit=limit, shard_key=stream.shard_key)
+        return [{k: point[k] for k in ("id", "vector", "payload") if k in point} for point in points], after
+
+    def write(points: list[dict], shard_key: Any, writer: int) -> None:
+        targets[writer % len(targets)].upsert_batch(p.target_collection, points, shard_key=shard_key)
+
+    copied_before = int(journal.get("copied") or 0)
+
+    def save() -> None:  # with the copier's lock held, after each batch
+        journal.update(
+            streams={s.name: s.position() for s in streams},
+            sample=[copier.sample[r] for r in sorted(copier.sample)],
+            copied=copied_before + copier.copied,
+        )
+        ctx.restore_started(p.restore, p.target_collection, copy.deepcopy({**mark, "copy": journal}))
+        faultpoints.reached("restore.copy_batch")
+
+    copier = Copier(
+        streams, read, write, save, batch_size=p.batch_size, writers=conn.parallelism,
+        sample_size=p.verify_sample, sample=list(journal.get("sample") or []),
+    )
+    copier.run()
+    return _finish(ctx, p, source, seed, journal, copier.sample_ids(), resumed, copier.copied)
+
+
+def _finish(
+    ctx: ActionContext, p: CopyCollection, source: Any, seed: Any, journal: dict[str, Any], sample: list[Any],
+    resumed: bool, copied_now: int,
+) -> dict[str, Any]:
+    """The points check (and the sample check), then the provenance."""
+    points = seed.count_points(p.target_collection, exact=True)
+    at_start = int(journal["source_points"])
+    at_end = source.count_points(p.source_collection, exact=True)
+    note = None
+    where = f"the source collection {p.source_collection} on cluster {p.source_cluster}"
+    problem = None
+    if at_end != at_start:
+        note = (
+            f"{where} was written to during the copy ({at_start} points when it began, {at_end} at its end); "
+            f"collection {p.target_collection} holds {points}"
+        )
+    if points != at_start:
+        if at_end != at_start and min(at_start, at_end) <= points <= max(at_start, at_end):
+            note = f"{note}, within that range"
+        else:
+            problem = (
+                f"copied collection {p.target_collection} on cluster {p.target_cluster} has {points} points, but {where} "
+                f"had {at_start} when the copy began" + (f" and {at_end} at its end" if at_end != at_start else "")
+                + "; the copy is not trusted and qbr will not repeat it by itself (delete the collection to copy it again)"
+            )
+    checked = 0
+    if problem is None and p.verify_sample and sample:
+        checked, problem = _compare_sample(p, source, seed, sample, at_end != at_start)
+    faultpoints.reached("restore.before_record")
+    provenance: dict[str, Any] = {
+        "backup": p.backup,
+        "set_id": p.set_id,
+        "copied_in": p.copied_in,
+        "source_collection": p.source_collection,
+        "cluster": p.target_cluster,
+        "restored_at": utc_iso(ctx.now()),
+        "points_count": points,
+        "method": "logical",
+        "source_cluster": p.source_cluster,
+        "source_points": at_start,
+    }
+    if at_end != at_start:
+        provenance["source_points_at_end"] = at_end
+    if p.shape:
+        provenance["shape"] = p.shape
+    if checked:
+        provenance["sample_checked"] = checked
+    if problem is not None:
+        ctx.restore_finished(p.restore, p.target_collection, {**provenance, "points_check_failed": problem})
+        raise QbrError(problem)
+    ctx.restore_finished(p.restore, p.target_collection, provenance)
+    result: dict[str, Any] = {"journal": {"points": points, "copied_now": copied_now, "resumed": resumed, "sample_checked": checked}}
+    if note:
+        result["note"] = note
+    return result
+
+
+def _compare_sample(p: CopyCollection, source: Any, seed: Any, ids: list[Any], moving: bool) -> tuple[int, str | None]:
+    """Read the sampled points from both sides; (how many were compared, a problem or None)."""
+    theirs = {point["id"]: point for point in source.retrieve_points(p.source_collection, ids)}
+    ours = {point["id"]: point for point in seed.retrieve_points(p.target_collection, ids)}
+    compared = [i for i in ids if i in theirs]  # a point deleted from the source since is not compared
+    differ = [
+        i for i in compared
+        if i not in ours or ours[i].get("payload") != theirs[i].get("payload")
+        or not _same_vector(ours[i].get("vector"), theirs[i].get("vector"))
+    ]
+    if not differ:
+        return len(compared), None
+    shown = ", ".join(str(i) for i in differ[:5]) + (" ..." if len(differ) > 5 else "")
+    why = " (the source was written to during the copy, which may explain it)" if moving else ""
+    return len(compared), (
+        f"{len(differ)} of {len(compared)} sampled points of collection {p.target_collection} on cluster {p.target_cluster} "
+        f"differ from the source collection {p.source_collection} on cluster {p.source_cluster} (ids {shown}){why}; "
+        "the copy is not trusted and qbr will not repeat it by itself (delete the collection to copy it again)"
+    )
+
+
+def _same_vector(a: Any, b: Any) -> bool:
+    """Equal vectors, allowing for float noise (Qdrant may normalise a Cosine vector again)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_vector(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_vector(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+    return a == b
+
+
+def _mark(ctx: ActionContext, p: CopyCollection, journal: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "backup": p.backup,
+        "set_id": p.set_id,
+        "source_collection": p.source_collection,
+        "cluster": p.target_cluster,
+        "started_at": utc_iso(ctx.now()),
+        "incomplete": True,
+        "method": "logical",
+        "source_cluster": p.source_cluster,
+        "copy": journal,
+    }
+
+
+def _copy_key(p: CopyCollection) -> str:
+    """What a journal must have been made for to be continued: the same source, target and shape."""
+    return config_digest({
+        "source": [p.source_cluster, p.source_collection],
+        "target": [p.target_cluster, p.target_collection],
+        "shape": [p.shard_number, p.replication_factor, p.write_consistency_factor, p.storage],
+    })[:16]

@@ -1,0 +1,189 @@
+"""Restores and migrations into another shape, through the CLI: another shard count (a logical copy
+from the live source), another replication and HNSW (snapshots, then PATCH), a logical copy
+killed midway and resumed, and a live-to-live migration into another vectors storage."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from qbr.faultpoints import KILL_ENV
+from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, write_manifest
+from tests.qdrant_testing import TestingClient as QdrantClient
+
+T0 = "2026-11-21T08:00:00Z"
+T1 = "2026-11-21T08:20:00Z"
+UPSERTS = r"/collections/[^/]+/points$"
+
+
+def manifest(folder: Path, source, target, restore: str, *, source_name: str = "prod", target_name: str = "big") -> None:
+    write_manifest(folder, f"""
+version: 1
+clusters:
+  {source_name}: {{url: "{source.urls[0]}"}}
+  {target_name}: {{url: "{target.urls[0]}"}}
+repositories:
+  main: {{path: ./repo}}
+backups:
+  nightly: {{cluster: {source_name}, repository: main, rpo: 1h}}
+{restore}""")
+
+
+def provenance(folder: Path, restore: str) -> dict:
+    return json.loads((folder / ".qbr" / "state.json").read_text())["restores"][restore]
+
+
+def replicas_per_shard(cluster, collection: str) -> dict[int, int]:
+    """Shard id -> how many nodes hold a replica of it."""
+    held: dict[int, int] = {}
+    for url in cluster.urls:
+        with QdrantClient(url) as client:
+            for shard in client.collection_cluster(collection)["local_shards"]:
+                held[shard["shard_id"]] = held.get(shard["shard_id"], 0) + 1
+    return held
+
+
+def test_three_shards_on_three_nodes_become_six_shards_replicated_twice_on_six_nodes(emulator, tmp_path):
+    prod, big = emulator(nodes=3), emulator(nodes=6)
+    make_collection(prod.urls[0], "docs", points=300, shards=3)
+    with QdrantClient(prod.urls[0]) as client:
+        client.create_payload_index("docs", "n", "integer")
+        client.create_payload_index("docs", "tag", "keyword")
+        client.update_aliases([{"create_alias": {"collection_name": "docs", "alias_name": "docs_current"}}])
+    manifest(tmp_path, prod, big, """restores:
+  reshard:
+    from: nightly
+    to: big
+    topology: {shard_number: 6, replication_factor: 2}
+    batch_size: 64
+    verify_sample: 40
+""")
+    plan = qbr("plan", "--now", T0, "-o", "plan.json", cwd=tmp_path)
+    assert plan.exit_code == 0, plan.output
+    assert ("collection docs on cluster big: shard number 3 -> 6, replication factor 1 -> 2: logical copy of ~300 points "
+            "from cluster prod collection docs") in plan.stdout
+    assert "cluster prod must be reachable while apply runs" in plan.stdout
+
+    run = qbr("apply", "plan.json", "--now", T0, cwd=tmp_path)  # the saved plan, as reviewed
+    assert run.exit_code == 0, run.output
+    assert all_points(big.urls[0], "docs") == all_points(prod.urls[0], "docs") and len(all_points(big.urls[0], "docs")) == 300
+    with QdrantClient(big.urls[0]) as client:
+        info = client.collection_info("docs")
+        assert (info["config"]["params"]["shard_number"], info["config"]["params"]["replication_factor"]) == (6, 2)
+        assert set(info["payload_schema"]) == {"n", "tag"}
+        assert dict(client.list_aliases()) == {"docs_current": "docs"}
+    assert replicas_per_shard(big, "docs") == {shard: 2 for shard in range(6)}
+    assert big.count_requests(path=r"/snapshots/(recover|upload)$") == 0, "no snapshot is recovered"
+    restored = provenance(tmp_path, "reshard")["docs"]
+    assert {k: restored[k] for k in ("method", "source_cluster", "points_count", "source_points", "sample_checked")} == {
+        "method": "logical", "source_cluster": "prod", "points_count": 300, "source_points": 300, "sample_checked": 40,
+    }
+    assert "incomplete" not in restored and "copy" not in restored
+
+    again = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path)
+    assert again.exit_code == 0 and "No changes" in again.stdout, again.output
+    assert "copied from cluster prod collection docs" in again.stdout
+
+
+def test_same_shards_recover_snapshots_then_patch_replication_and_hnsw(emulator, tmp_path):
+    prod, dr = emulator(nodes=2), emulator(nodes=2)
+    make_collection(prod.urls[0], "docs", points=120, shards=2)
+    manifest(tmp_path, prod, dr, """restores:
+  replica:
+    from: nightly
+    to: dr
+    topology: {replication_factor: 2}
+    storage: {hnsw: {m: 32, ef_construct: 200}}
+""", target_name="dr")
+    plan = qbr("plan", "--now", T0, cwd=tmp_path)
+    assert "with replication factor 1 -> 2, hnsw ef_construct 100 -> 200, hnsw m 16 -> 32" in plan.stdout, plan.output
+    assert "recovered as always and the rest is changed in place (PATCH /collections/docs)" in plan.stdout
+    assert "logical copy" not in plan.stdout
+
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert all_points(dr.urls[0], "docs") == all_points(prod.urls[0], "docs")
+    with QdrantClient(dr.urls[0]) as client:
+        config = client.collection_info("docs")["config"]
+    assert (config["params"]["shard_number"], config["params"]["replication_factor"]) == (2, 2)
+    assert (config["hnsw_config"]["m"], config["hnsw_config"]["ef_construct"]) == (32, 200)
+    assert replicas_per_shard(dr, "docs") == {0: 2, 1: 2}
+    assert dr.count_requests(method="PATCH") == 1
+    assert dr.count_requests(method="PUT", path=UPSERTS) == 0, "no point is copied one by one"
+    restored = provenance(tmp_path, "replica")["docs"]
+    assert restored["method"] == "snapshot" and restored["shape"] == {
+        "topology": {"replication_factor": 2}, "storage": {"hnsw": {"m": 32, "ef_construct": 200}}}
+
+    assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path).stdout
+
+
+def test_a_copy_killed_midway_resumes_where_its_journal_says_without_copying_a_batch_twice(emulator, tmp_path):
+    prod, big = emulator(nodes=1), emulator(nodes=2)
+    make_collection(prod.urls[0], "docs", points=100, shards=1)
+    manifest(tmp_path, prod, big, "")
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0  # the set exists
+    manifest(tmp_path, prod, big, """restores:
+  reshard:
+    from: nightly
+    to: big
+    topology: {shard_number: 2}
+    batch_size: 10
+""")
+    env = {"QBR_LOCK_LEASE": "1"}
+    killed = qbr_process("apply", "--auto-approve", "--now", T1, "--parallelism", "1", cwd=tmp_path, env={**env, KILL_ENV: "restore.copy_batch:4"})
+    out, err = killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, out + err
+    mark = provenance(tmp_path, "reshard")["docs"]
+    assert mark["incomplete"] and mark["copy"]["copied"] == 40
+    assert mark["copy"]["streams"]["*"] == {"offset": 40, "done": False, "islands": []}
+    assert big.count_requests(method="PUT", path=UPSERTS) == 4
+
+    plan = qbr("plan", "--now", T1, cwd=tmp_path, env=env)
+    assert "did not finish; it may be incomplete" in plan.stdout, plan.output
+    rerun = qbr("apply", "--auto-approve", "--now", T1, "--parallelism", "1", cwd=tmp_path, env=env)
+    assert rerun.exit_code == 0, rerun.output
+    assert big.count_requests(method="PUT", path=UPSERTS) == 10, "the six batches left, and no journaled one again"
+    assert all_points(big.urls[0], "docs") == all_points(prod.urls[0], "docs")
+    done = provenance(tmp_path, "reshard")["docs"]
+    assert done["points_count"] == done["source_points"] == 100 and "incomplete" not in done
+
+
+def test_a_live_to_live_migration_into_vectors_on_disk_with_scalar_quantization(emulator, tmp_path):
+    old, new = emulator(nodes=2), emulator(nodes=3)
+    vectors = {"text": {"size": 4, "distance": "Cosine"}, "image": {"size": 3, "distance": "Dot"}}
+    with QdrantClient(old.urls[0]) as client:
+        client.create_collection("products", {"params": {"vectors": vectors}}, shard_number=2)
+        client.upsert_points("products", [
+            {"id": i, "vector": {"text": [i / 100, 0.5, 0.25, 1.0], "image": [1.0, i / 50, 0.5]}, "payload": {"sku": f"p{i}"}}
+            for i in range(120)
+        ])
+        client.create_payload_index("products", "sku", "keyword")
+    manifest(tmp_path, old, new, """restores:
+  move:
+    from: nightly
+    to: new
+    collections: {products: products_v2}
+    method: logical
+    storage:
+      on_disk: true
+      quantization: {scalar: {type: int8, quantile: 0.99, always_ram: true}}
+    verify_sample: 30
+""", source_name="old", target_name="new")
+    plan = qbr("plan", "--now", T0, cwd=tmp_path)
+    assert ("collection products_v2 on cluster new: method is logical, vectors image, text on_disk false -> true, "
+            "quantization none -> scalar int8: logical copy of ~120 points from cluster old collection products") in plan.stdout, plan.output
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert all_points(new.urls[0], "products_v2") == all_points(old.urls[0], "products")
+    assert len(all_points(new.urls[0], "products_v2")) == 120
+    with QdrantClient(new.urls[0]) as client:
+        info = client.collection_info("products_v2")
+    params = info["config"]["params"]
+    assert {name: v.get("on_disk") for name, v in params["vectors"].items()} == {"text": True, "image": True}
+    assert info["config"]["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+    assert params["shard_number"] == 2 and set(info["payload_schema"]) == {"sku"}
+    assert new.count_requests(method="PATCH") == 0, "created in its new shape: nothing to change afterwards"
+    moved = provenance(tmp_path, "move")["products_v2"]
+    assert moved["sample_checked"] == 30 and moved["source_collection"] == "products"
+    assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path).stdout
