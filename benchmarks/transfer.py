@@ -8,8 +8,8 @@ real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + siz
 Repository.put_stream with the snapshot's size) into (a) a local-folder repository and (b) S3
 (moto's ThreadedMotoServer in this process, as in the test suite; `--moto process` runs it in a
 process of its own).
-Baselines: the same HTTP download copied to a file with shutil.copyfileobj (no hashing; fsynced,
-as the local repository fsyncs); the same copy hashing every chunk with sha256 on the way (the
+Baselines: the same HTTP download copied to a new file with shutil.copyfileobj (no hashing;
+fsynced, as the local repository fsyncs); the same copy hashing every chunk with sha256 on the way (the
 least a verified copy can do, in one thread); and the same download handed to a plain boto3
 upload_fileobj (its defaults: 8 MiB parts, 10 threads).
 Restore: QdrantClient.upload_snapshot streaming the archive from the repository into the
@@ -217,11 +217,15 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
         with client.download_snapshot(collection, snapshot.name) as stream:
             repo.put_stream("k", stream, size=snapshot.size)
 
+    def same_file() -> None:  # the old baseline: the same file truncated and written again
+        baseline_to_file(url, path, work / "breakdown.same")
+
     steps = [
         ("http.client GET, 1 MiB reads, discarded", lambda: raw(lambda chunk: None)),
         ("  + sha256", raw_sha256),
-        ("  + written to a file + fsync (baseline 1)", lambda: baseline_to_file(url, path, target)),
-        ("  + sha256 + written to a file + fsync (baseline 2)",
+        ("  + written to a new file + fsync (baseline 1)", lambda: baseline_to_file(url, path, target)),
+        ("  + written over the same file + fsync (the old baseline 1)", same_file),
+        ("  + sha256 + written to a new file + fsync (baseline 2)",
          lambda: baseline_to_file_sha256(url, path, target, snapshot.checksum)),
         ("httpx stream, iter_bytes(1 MiB) (qbr before), discarded", httpx_read("chunker")),
         ("httpx stream, iter_raw() (64 KiB pieces), discarded", httpx_read("raw")),
@@ -233,9 +237,11 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
         ("  the whole qbr path (+ verified)", lambda: qbr_backup(client, collection, snapshot, repo, "k")),
     ]
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in steps}
-    for _ in range(repeat):  # interleaved, like the main table
-        for label, run in steps:
+    for n in range(repeat):  # interleaved and turning round, like the main table
+        for label, run in steps[n % len(steps):] + steps[:n % len(steps)]:
             runs[label].append(_timed(run))
+            target.unlink(missing_ok=True)  # every backup writes a new file, as in the main table
+            repo.delete("k")
     rows = []
     for label, _ in steps:
         wall, cpu = median([w for w, _ in runs[label]]), median([c for _, c in runs[label]])
@@ -272,19 +278,50 @@ def run_size(
         "qbr-upload-s3")}
 
     requests = ""
-    for _ in range(repeat):
-        times["plain-file"].append(_timed(lambda: baseline_to_file(url, path, plain_file)))
-        times["plain-file-sha256"].append(
-            _timed(lambda: baseline_to_file_sha256(url, path, plain_file, snapshot.checksum)))
+
+    def plain_local(sha256: bool) -> Callable[[], None]:
+        def run() -> None:
+            name = "plain-file-sha256" if sha256 else "plain-file"
+            work_ = (lambda: baseline_to_file_sha256(url, path, plain_file, snapshot.checksum)) if sha256 else (
+                lambda: baseline_to_file(url, path, plain_file))
+            times[name].append(_timed(work_))
+            assert plain_file.stat().st_size == size
+            plain_file.unlink()
+        return run
+
+    def qbr_local() -> None:
         times["qbr-local"].append(_timed(lambda: qbr_backup(client, collection, snapshot, local, key)))
+        assert local.head(key).size == size
+        local.delete(key)
+
+    def plain_s3() -> None:
         plain_key = f"plain-{size_mib}/{uuid.uuid4().hex}"
-        times["plain-s3"].append(_timed(lambda k=plain_key: baseline_to_s3(url, path, s3, bucket, k)))
+        times["plain-s3"].append(_timed(lambda: baseline_to_s3(url, path, s3, bucket, plain_key)))
         s3.delete_object(Bucket=bucket, Key=plain_key)
+
+    def qbr_s3() -> None:
+        nonlocal requests
         before = remote.requests
         times["qbr-s3"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key)))
         requests = describe_requests(since(remote.requests, before))
-    assert plain_file.stat().st_size == size
-    assert local.head(key).size == size and remote.head(key).size == size
+        assert remote.head(key).size == size
+        remote.delete(key)
+
+    # Every backup writes a new file, and the previous run's file is deleted before the next run
+    # starts (untimed), for the baselines as for qbr: a file rewritten in place reuses the pages it
+    # just freed, a new one may need fresh ones (slower on this VM; see the README). The order of
+    # the runs turns round from one repetition to the next, so none is always first or last.
+    local_runs = [plain_local(False), plain_local(True), qbr_local]
+    s3_runs = [plain_s3, qbr_s3]
+    for n in range(repeat):
+        for run in local_runs[n % 3:] + local_runs[:n % 3]:
+            run()
+        for run in s3_runs[n % 2:] + s3_runs[:n % 2]:
+            run()
+    # What the restores read (untimed).
+    baseline_to_file(url, path, plain_file)
+    qbr_backup(client, collection, snapshot, local, key)
+    qbr_backup(client, collection, snapshot, remote, key)
 
     http = httpx.Client(timeout=600, trust_env=False)  # made once, as the QdrantClient is
     for _ in range(repeat):
@@ -370,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 drop_bucket(s3, bucket)
     print()
-    print("baselines: backup -> local = http.client GET + shutil.copyfileobj to a file + fsync (no hashing);")
+    print("baselines: backup -> local = http.client GET + shutil.copyfileobj to a new file + fsync (no hashing);")
     print("           vs copy+sha256 = the same loop hashing each 1 MiB read with sha256 (one thread), then fsync;")
     print("           backup -> S3 = the same GET handed to boto3 upload_fileobj (defaults: 8 MiB parts, 10 threads);")
     print("           restore = httpx multipart upload of the plain file to the same upload endpoint, same query.")

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from qbr import faultpoints
 from qbr.errors import ChecksumError
@@ -31,45 +31,59 @@ class Digest:
     sha256: str | None = None
 
 
-#: Hashing moves to its own thread once this many bytes went by (small records stay inline).
+#: A ChunkWorker moves to its own thread once this many bytes went by (small records stay inline).
 THREAD_AFTER = 1 << 20
-#: Chunks waiting for the hashing thread at most; beyond that the reader waits (memory bound).
-HASH_QUEUE = 2
+#: Chunks waiting for a ChunkWorker's thread at most; beyond that the giver waits (memory bound).
+QUEUE_DEPTH = 2
 
 
-class _Hasher:
-    """sha256 of a stream, computed inline for the first THREAD_AFTER bytes, then in a thread.
+class ChunkWorker:
+    """`work(chunk)` for each chunk given, in order: inline for the first THREAD_AFTER bytes,
+    then in a thread of its own, so work that releases the GIL (sha256 of a large buffer, a
+    file write) runs beside the giver's instead of between its steps.
 
-    Chunks must not change once given (bytes do not); each is hashed in the order given."""
+    Chunks must not change once given (bytes do not). An exception raised by `work` comes back
+    from the next `put()` or from `finish()`; later chunks are then dropped unworked."""
 
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
+    def __init__(self, work: Callable[[bytes], object], name: str, depth: int = QUEUE_DEPTH) -> None:
+        self._work = work
+        self._name = name
+        self._depth = depth
         self._seen = 0
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-    def update(self, chunk: bytes) -> None:
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
         self._seen += len(chunk)
         if self._queue is not None:
             self._queue.put(chunk)
             return
-        self._sha.update(chunk)
+        self._work(chunk)
         if self._seen >= THREAD_AFTER:
-            self._queue = queue.Queue(maxsize=HASH_QUEUE)
-            self._thread = threading.Thread(target=self._run, name="qbr-sha256", daemon=True)
+            self._queue = queue.Queue(maxsize=self._depth)
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         assert self._queue is not None
         while (chunk := self._queue.get()) is not None:
-            self._sha.update(chunk)
+            if self._error is None:  # after a failure, drain without working, so put() never blocks
+                try:
+                    self._work(chunk)
+                except BaseException as error:
+                    self._error = error
 
-    def hexdigest(self) -> str:
+    def finish(self) -> None:
+        """Wait until every chunk given is worked; raise what `work` raised, if anything."""
         self.close()
-        return self._sha.hexdigest()
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
-        """Wait for the thread to hash what it was given, and end it (idempotent)."""
+        """End the thread once it has worked (or dropped) what it was given; idempotent."""
         if self._thread is not None and self._queue is not None:
             self._queue.put(None)
             self._thread.join()
@@ -90,7 +104,8 @@ def verified(
     The check runs before the generator is exhausted, so the consumer sees the error instead
     of a clean end of stream and can abort its write. A chunk that is not `bytes` is yielded as
     a `bytes` copy (it is hashed while the consumer holds it, so it must not change)."""
-    hasher = _Hasher()
+    sha = hashlib.sha256()
+    hasher = ChunkWorker(sha.update, "qbr-sha256")
     size = 0
     pending: bytes | None = None
     try:
@@ -99,7 +114,7 @@ def verified(
                 continue
             if type(chunk) is not bytes:
                 chunk = bytes(chunk)
-            hasher.update(chunk)
+            hasher.put(chunk)
             size += len(chunk)
             if progress is not None:
                 progress.advance(len(chunk))
@@ -107,17 +122,17 @@ def verified(
             if pending is not None:
                 yield pending
             pending = chunk
-        sha = hasher.hexdigest()
+        hasher.finish()
     finally:
         hasher.close()
-    digest.size, digest.sha256 = size, sha
+    digest.size, digest.sha256 = size, sha.hexdigest()
     if expected_size is not None and size != expected_size:
         raise ChecksumError(
             f"{what}: got {size} bytes where {expected_size} were expected (cut short or altered); nothing was stored"
         )
-    if expected_sha256 is not None and sha != expected_sha256.strip().lower():
+    if expected_sha256 is not None and digest.sha256 != expected_sha256.strip().lower():
         raise ChecksumError(
-            f"{what}: sha256 {sha[:16]}… does not match the expected {expected_sha256[:16]}…; the bytes were "
+            f"{what}: sha256 {digest.sha256[:16]}… does not match the expected {expected_sha256[:16]}…; the bytes were "
             "corrupted on the way, nothing was stored"
         )
     if pending is not None:

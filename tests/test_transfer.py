@@ -162,3 +162,27 @@ def test_a_download_arrives_in_exact_chunks_whatever_the_socket_gives():
         got = list(stream)
     assert b"".join(got) == data and stream.size == len(data)
     assert [len(c) for c in got] == [65536] * 5 + [123]
+
+
+def test_a_chunk_worker_keeps_order_and_hands_back_its_failure():
+    from qbr.transfer import ChunkWorker
+
+    done: list[bytes] = []
+    worker = ChunkWorker(done.append, "qbr-test-worker")
+    pieces = [bytes([n]) * (MiB // 2) for n in range(8)]
+    for piece in pieces:
+        worker.put(piece)
+    worker.finish()
+    assert done == pieces  # inline first, then in its thread, in order
+
+    def fails(chunk: bytes) -> None:
+        if chunk[:1] == b"\x03":
+            raise OSError("disk gone")
+
+    failing = ChunkWorker(fails, "qbr-test-worker")
+    with pytest.raises(OSError, match="disk gone"):
+        for piece in pieces * 10:  # put() raises once the thread has failed; it never blocks
+            failing.put(piece)
+        failing.finish()
+    failing.close()
+    assert not [t for t in threading.enumerate() if t.name == "qbr-test-worker"]
