@@ -309,6 +309,6 @@ def _archive_from(raw: dict[str, Any]) -> ArchiveRecord:
     return ArchiveRecord(**{**raw, "shard_ids": tuple(raw["shard_ids"])})
 
 
-def newest_set_id(repo: Any, backup: str, ignoring: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
+def newest_set_id(repo: Any, backup: str, ignoring: frozenset[str] | set[str] = frozenset()) -> str | None:
     ids = [parsed[1] for o in repo.list(f"{SETS_PREFIX}{backup}/") if (parsed := parse_set_key(o.key)) and parsed[1] not in ignoring]
     return max(ids) if ids else None
