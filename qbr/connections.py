@@ -147,7 +147,8 @@ def open_repository(config: RepositoryConfig) -> Repository:
     """A repository from its manifest entry (S3 credentials come from the AWS chain only)."""
     if config.kind == "s3":
         return open_s3_repository(
-            config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region
+            config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region,
+            name=config.name, **config.s3.client_settings(),
         )
     assert config.path is not None
     return open_local_repository(config.path)

@@ -8,7 +8,10 @@ never removes a lock that someone else took over. Where the locks live:
     the state's lock        <state key>.lock, beside the state
     a repository's lock     <prefix>/locks/exclusive.json, in the repository itself
 
-so two hosts with different state files still meet at the repository they both write. An apply
+so two hosts with different state files still meet at the repository they both write. A store
+that ignores conditional writes (probed once per process) cannot hold a lock: taking one there is
+refused, unless the manifest says `locking: unsafe-single-writer` (then read, then write: best
+effort, for a store only one qbr ever runs against). An apply
 takes the state's lock, then the lock of every repository it writes, in one fixed order (state
 first, then repositories sorted by where they are), so two applies never wait for each other in
 a cycle; all of an apply's locks carry one ID, and all are released, in reverse, however the run
@@ -30,10 +33,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from qbr import __version__
-from qbr.errors import LockError, NotFoundError, QbrError
+from qbr.errors import LockError, NotFoundError, QbrError, RepositoryError
 from qbr.manifest import Manifest, RepositoryConfig
 from qbr.records import parse_utc, utc_iso
-from qbr.repository import open_local_repository, open_s3_repository
+from qbr.repository import conditional_writes_gap, open_local_repository, open_s3_repository
 from qbr.repository.base import PreconditionFailed, Repository
 
 REPOSITORY_LOCK_KEY = "locks/exclusive.json"
@@ -89,6 +92,8 @@ class LockTarget:
     name: str  # "the state lock", "the lock of repository s3main"
     where: str  # "the state /srv/qbr/state.json", "the repository s3main (s3://bucket/prod)"
     order: tuple[int, str]  # its place among an apply's locks; equal orders are one lock
+    locking: str = "conditional"  # the manifest's s3.locking: or "unsafe-single-writer"
+    setting: str = "its s3 block"  # where the manifest sets it, for messages
 
     def read(self) -> tuple[LockInfo | None, str | None, bytes] | None:
         """(holder, etag, bytes) of exactly one stored version (holder None: unreadable), or None."""
@@ -104,7 +109,8 @@ def repository_target(config: RepositoryConfig) -> LockTarget:
     which another manifest may spell differently)."""
     if config.kind == "s3":
         repo = open_s3_repository(
-            config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region, name=config.name
+            config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region, name=config.name,
+            **config.s3.client_settings(),
         )
         identity = f"s3 {config.endpoint_url or ''} {config.bucket}/{config.prefix}"
     else:
@@ -112,7 +118,8 @@ def repository_target(config: RepositoryConfig) -> LockTarget:
         repo = open_local_repository(config.path)
         identity = f"path {os.path.realpath(config.path)}"
     where = f"the repository {config.name} ({repo.describe()})"
-    return LockTarget(repo, REPOSITORY_LOCK_KEY, f"the lock of repository {config.name}", where, (1, identity))
+    return LockTarget(repo, REPOSITORY_LOCK_KEY, f"the lock of repository {config.name}", where, (1, identity),
+                      locking=config.s3.locking, setting=f"repositories.{config.name}.s3")
 
 
 def lock_targets(manifest: Manifest, state: LockTarget, *, every_repository: bool = False) -> list[LockTarget]:
@@ -178,6 +185,7 @@ class Lock:
         self._seen: tuple[str | None, bytes] | None = None  # what we watched: (etag, bytes)
         self._seen_since = 0.0  # monotonic time we first saw it so
         self._seen_change = False  # we watched it change: someone is alive
+        self._unprotected = False  # the store ignores conditional writes: read, then write
         self._said_watching = False
 
     # -- watching ---------------------------------------------------------------------------
@@ -231,9 +239,34 @@ class Lock:
             renewal=held.renewal + 1 if held else 0,
         )
 
+    def check_store(self) -> None:
+        """Refuse a store that ignores conditional writes (probed once per process), unless the
+        manifest opts into `locking: unsafe-single-writer`: then the lock is read, then written."""
+        gap = conditional_writes_gap(self.target.repo, self.target.key)
+        if gap is None or self._unprotected:
+            return
+        if self.target.locking != "unsafe-single-writer":
+            raise RepositoryError(
+                f"{self.target.where} {gap}, so qbr cannot lock it; use a store that honours them, or set "
+                f"`locking: unsafe-single-writer` in {self.target.setting} if only one qbr ever runs against it"
+            )
+        self._unprotected = True
+        self.warn(
+            f"{self.target.where} {gap}: {self.target.name} is taken best effort (locking: unsafe-single-writer), "
+            "so two qbr runs against it at once could both take it"
+        )
+
     def _put(self, data: bytes, **condition: Any) -> str | None:
         """A conditional write; one whose answer was lost is retried by the client and then
-        'fails' against itself: if the stored bytes are exactly ours, it landed."""
+        'fails' against itself: if the stored bytes are exactly ours, it landed. On a store that
+        ignores the condition (unsafe-single-writer), it is checked by a read just before."""
+        if self._unprotected:
+            current = self.target.read()
+            if condition.get("if_none_match") and current is not None:
+                raise PreconditionFailed(f"{self.target.key} exists")
+            if condition.get("if_match") is not None and (current is None or current[1] != condition["if_match"]):
+                raise PreconditionFailed(f"{self.target.key} changed")
+            condition = {}  # checked here: a store may reject what it does not honour
         try:
             return self.target.repo.put_bytes(self.target.key, data, **condition).etag
         except PreconditionFailed:
@@ -246,6 +279,7 @@ class Lock:
         """Take the lock, waiting up to `timeout` seconds; a dead holder's lock is taken over."""
         deadline = time.monotonic() + max(0.0, timeout)
         vanished = 0
+        self.check_store()
         while True:
             info = self._new_info()
             data = info.to_json()
@@ -324,6 +358,8 @@ class Lock:
             return
         held, self.info = self.info, None
         try:
+            if self._unprotected and (self.target.read() or (None, None))[1] != self._etag:
+                raise PreconditionFailed("taken over")  # the store would ignore If-Match: look first
             self.target.repo.delete(self.target.key, if_match=self._etag)
         except PreconditionFailed:
             pass  # not ours any more: someone took it over or removed it; theirs stays
@@ -354,6 +390,8 @@ class LockSet:
     def acquire(self, timeout: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout)
         try:
+            for lock in self.locks:  # a store that cannot hold a lock is refused before any is taken
+                lock.check_store()
             for lock in self.locks:  # start watching every lock now: dead ones cost one lease in all
                 lock.observe()
             for lock in self.locks:

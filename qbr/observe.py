@@ -23,7 +23,7 @@ from qbr.records import (
     parse_set_key,
     utc_iso,
 )
-from qbr.repository import open_s3_repository
+from qbr.repository import cleanup_gaps, open_s3_repository
 from qbr.world import (
     ArchiveObject,
     BrokenSet,
@@ -187,7 +187,9 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
     archives = {
         o.key: ArchiveObject(o.key, o.size, utc_iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
     }
-    pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in repo.pending_uploads())
+    # A store that cannot list or abort unfinished uploads: that cleanup is skipped, and said.
+    abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
+    pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)
     return ObservedRepository(
         name=name,
         description=repo.describe(),
@@ -196,6 +198,7 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
         archives=dict(sorted(archives.items())),
         pending_uploads=pending,
         broken_sets=broken,
+        store_gaps=gaps,
     )
 
 

@@ -30,7 +30,8 @@ __all__ = ["LockInfo", "StateLock", "StateStore", "force_unlock", "lease_duratio
 def _store_for(location: StateLocation) -> tuple[Repository, str]:
     if location.kind == "s3":
         repo = open_s3_repository(
-            location.bucket or "", prefix="", endpoint_url=location.endpoint_url, region=location.region
+            location.bucket or "", prefix="", endpoint_url=location.endpoint_url, region=location.region,
+            **location.s3.client_settings(),
         )
         return repo, location.key or "qbr/state.json"
     assert location.path is not None
@@ -139,7 +140,8 @@ class StateStore:
 
 def state_lock_target(store: StateStore) -> LockTarget:
     """The state's lock: `<state key>.lock` beside the state; first among an apply's locks."""
-    return LockTarget(store.repo, store.lock_key, "the state lock", f"the state {store.describe()}", (0, store.describe()))
+    return LockTarget(store.repo, store.lock_key, "the state lock", f"the state {store.describe()}", (0, store.describe()),
+                      locking=store.location.s3.locking, setting="state.s3")
 
 
 class StateLock(Lock):

@@ -8,16 +8,20 @@ alert on it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from qbr.durations import format_duration
 from qbr.manifest import Manifest
-from qbr.records import utc_iso
+from qbr.records import parse_utc, utc_iso
 from qbr.state import State
 from qbr.world import ObservedRepository
 
 EXIT_LATE = 3
+#: More unfinished multipart uploads than this, older than UPLOAD_AGE, and status recommends
+#: letting the store remove them itself (an AbortIncompleteMultipartUpload lifecycle rule).
+UPLOADS_PILING_UP = 3
+UPLOAD_AGE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class StatusReport:
     now: str
     backups: tuple[BackupStatus, ...] = ()
     restores: dict[str, tuple[RestoreTarget, ...]] = field(default_factory=dict)
+    recommendations: tuple[str, ...] = ()  # things to set up, one sentence each (never affect the exit code)
 
     @property
     def exit_code(self) -> int:
@@ -106,4 +111,25 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
             )
             for name, entry in sorted(targets.items())
         )
-    return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores)
+    return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores,
+                        recommendations=lifecycle_recommendations(repositories, now))
+
+
+def lifecycle_recommendations(repositories: dict[str, ObservedRepository], now: datetime) -> tuple[str, ...]:
+    """An AbortIncompleteMultipartUpload lifecycle rule, for each S3 repository whose store cannot
+    list or abort unfinished uploads, or where more than UPLOADS_PILING_UP are older than a day
+    (qbr apply aborts them past its grace period, but not when it does not run)."""
+    found = []
+    for name, repo in sorted(repositories.items()):
+        if not repo.description.startswith("s3://"):
+            continue  # a folder's unfinished writes are temp files apply removes
+        found += [f"repository {name}: {gap}" for gap in repo.store_gaps]
+        old = [p for p in repo.pending_uploads if now - parse_utc(p.initiated) > UPLOAD_AGE]
+        if len(old) > UPLOADS_PILING_UP:
+            bucket = repo.description.removeprefix("s3://").split("/")[0]
+            found.append(
+                f"repository {name}: {len(old)} unfinished multipart uploads are older than a day (qbr apply aborts "
+                f"them, but they pile up while it does not run); add an AbortIncompleteMultipartUpload lifecycle rule "
+                f"to bucket {bucket} (e.g. after 1 day) so the store removes them itself"
+            )
+    return tuple(found)

@@ -101,8 +101,11 @@ class ObservedRepository:
     can_presign: bool
     sets: tuple[SetRecord, ...]
     archives: dict[str, ArchiveObject]
-    pending_uploads: tuple[PendingObject, ...] = ()
+    pending_uploads: tuple[PendingObject, ...] = ()  # those qbr can abort
     broken_sets: tuple[BrokenSet, ...] = ()
+    # Cleanup the store cannot do (an S3-compatible store without ListMultipartUploads or
+    # AbortMultipartUpload), one sentence each, saying what to set up instead: plan warnings.
+    store_gaps: tuple[str, ...] = ()
 
     def sets_of(self, backup: str) -> list[SetRecord]:
         """Complete sets of one backup, newest first."""

@@ -128,6 +128,7 @@ def plan_garbage(
             f"repository {repo.name}: {len(repo.broken_sets)} set records cannot be read ({repo.broken_sets[0].key}: "
             f"{repo.broken_sets[0].problem}); archives nobody references are kept until they are repaired or removed"
         )
+    draft.warnings.extend(f"repository {repo.name}: {gap}" for gap in repo.store_gaps)
     for pending in repo.pending_uploads:
         age = now - parse_utc(pending.initiated)
         if age < grace:

@@ -34,6 +34,7 @@ def render_status(report: StatusReport) -> str:
                 f"    {t.collection} on {t.cluster}: from set {t.set_id} collection {t.source_collection}, "
                 f"restored {t.restored_at} ({t.points_count} points)"
             )
+    lines += [f"Recommended: {r}" for r in report.recommendations]
     late = [b.backup for b in report.backups if b.late]
     lines.append(f"{len(late)} of {len(report.backups)} backups late: {', '.join(late)}" if late else f"All {len(report.backups)} backups within their rpo.")
     return "\n".join(lines) + "\n"

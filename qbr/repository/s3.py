@@ -5,22 +5,24 @@ is bounded by parts in flight x part size), aborted on any failure, so an object
 or not at all. Every request sent is counted by kind (`requests`, see accounting.py). Small records use
 PutObject, with S3's conditional writes (If-None-Match: *, If-Match) for state and locks.
 Credentials come from boto3's standard chain only and never appear in a message.
+
+S3-compatible stores lack some APIs: one that cannot list or abort unfinished multipart uploads
+skips that cleanup and says once what to set up instead; whether a store honours conditional
+writes is probed once, before a lock is taken there (see store_gaps.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC
 from typing import Any
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 
 from qbr import faultpoints
 from qbr.errors import NotFoundError, RepositoryError
+from qbr.repository import store_gaps
 from qbr.repository.accounting import RequestCounter
 from qbr.repository.base import (
     ObjectInfo,
@@ -31,63 +33,12 @@ from qbr.repository.base import (
     validate_prefix,
 )
 from qbr.repository.multipart import DEFAULT_IN_FLIGHT, DEFAULT_PART_SIZE, MIN_PART_SIZE, part_size_for, read_part, upload_parts
+from qbr.repository.s3_setup import DENIED, NETWORK, client_config, network_reason, open_client, unsupported
+from qbr.repository.s3_setup import error_code as _code
+from qbr.repository.s3_setup import server_time as _server_time
 
 BODY_ATTEMPTS = 3  # a small object whose body is cut short is read this many times in all
-
-_DENIED = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AccountProblem",
-    "403",
-}
-_NETWORK = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionError,
-    botocore.exceptions.HTTPClientError,
-    botocore.exceptions.ResponseStreamingError,
-)
-
-
-def _network_reason(error: BaseException) -> str:
-    """The innermost OS-level reason ("Connection refused", "timed out"), without URLs."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [error]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        kwargs = getattr(current, "kwargs", None)
-        if isinstance(kwargs, dict) and isinstance(kwargs.get("error"), BaseException):
-            stack.append(kwargs["error"])
-        stack.extend([current.__context__, current.__cause__])
-    if isinstance(error, (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
-        return "timed out"
-    return type(error).__name__
-
-
-def _server_time(response: dict[str, Any]) -> datetime:
-    """The server's clock for a write (S3's Last-Modified follows it); ours if it sent none."""
-    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    if date:
-        try:
-            return parsedate_to_datetime(date).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)
-
-
-def _code(error: botocore.exceptions.ClientError) -> tuple[str, int]:
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code, status
+_BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
 class S3Repository(Repository):
@@ -104,10 +55,13 @@ class S3Repository(Repository):
         part_size: int = DEFAULT_PART_SIZE,
         in_flight: int = DEFAULT_IN_FLIGHT,
         page_size: int = 1000,
-        max_attempts: int = 5,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
+        max_attempts: int | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        addressing_style: str | None = None,
+        checksums: str | None = None,
     ) -> None:
+        """None for a client setting: qbr's default for the store (see s3_setup.client_config)."""
         if not bucket:
             raise RepositoryError("an S3 repository needs a bucket name; set repositories.<name>.s3.bucket.")
         if part_size < MIN_PART_SIZE:
@@ -125,27 +79,13 @@ class S3Repository(Repository):
         self.in_flight = in_flight
         self.page_size = page_size
         self.counter = RequestCounter()
-        endpoint_url = endpoint_url or None
-        config = Config(
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=32,
-            signature_version="s3v4",  # also for presigned URLs (botocore would sign some with SigV2)
-            # S3-compatible stores behind a custom endpoint (MinIO, Ceph...) rarely have
-            # bucket-in-hostname DNS; path-style works everywhere there.
-            s3={"addressing_style": "path"} if endpoint_url else {},
+        config = client_config(
+            endpoint_url or None, addressing_style=addressing_style, checksums=checksums,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, max_attempts=max_attempts,
         )
-        try:
-            session = boto3.session.Session(region_name=region or None)
-            self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        except ValueError as error:
-            raise RepositoryError(
-                f"S3 endpoint {endpoint_url!r} is not usable ({error}); fix the repository's s3.endpoint_url."
-            ) from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise RepositoryError(f"cannot set up the S3 client for s3://{bucket}: {type(error).__name__}.") from None
+        self._client = open_client(bucket, endpoint_url, region, config)
         self.endpoint = self._client.meta.endpoint_url
+        self.store = (self.endpoint, bucket)  # what store_gaps learns about is kept per store
         self.counter.attach(self._client)
 
     @property
@@ -181,7 +121,7 @@ class S3Repository(Repository):
                     f"S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint}); "
                     f"create it or fix {self._setting('bucket')}."
                 )
-            if code in _DENIED or status == 403:
+            if code in DENIED or status == 403:
                 return RepositoryError(
                     f"access to {self.describe()} was denied ({code or status}); "
                     "check the AWS credentials qbr runs with."
@@ -202,8 +142,8 @@ class S3Repository(Repository):
                 f"no usable AWS credentials for {self.describe()}; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role."
             )
-        if isinstance(error, _NETWORK):
-            return RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {_network_reason(error)}.")
+        if isinstance(error, NETWORK):
+            return RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.")
         return RepositoryError(f"S3 {action} of {where} failed: {type(error).__name__}.")
 
     def _call(self, action: str, key: str | None, method: str, **params: Any) -> dict[str, Any]:
@@ -255,11 +195,15 @@ class S3Repository(Repository):
         return ObjectInfo(key=key, size=stored, modified=_server_time(response), etag=response.get("ETag"))
 
     def _abort(self, full: str, upload_id: str) -> None:
-        """Best effort: a failed abort leaves a pending upload that pending_uploads() will show."""
+        """Best effort: a failed abort leaves a pending upload that pending_uploads() will show
+        (or, on a store that refuses aborts, that its lifecycle rule removes: said once)."""
         try:
             self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-            pass
+        except _BOTO_ERRORS as error:
+            answer = unsupported(error)
+            if answer is not None:
+                store_gaps.learn(self.store, store_gaps.ABORT_UPLOAD, answer)
+                store_gaps.warn_once(store_gaps.cannot_abort(self.describe(), self.bucket, answer))
 
     def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
@@ -335,7 +279,7 @@ class S3Repository(Repository):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise self._error(error, "download", key) from None
         except OSError as error:  # urllib3 protocol errors mid-body
-            raise RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {_network_reason(error)}.") from None
+            raise RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.") from None
 
     def get_bytes(self, key: str) -> bytes:
         return self.get_with_info(key)[0]
@@ -413,23 +357,35 @@ class S3Repository(Repository):
             raise self._error(error, "presigning", key) from None
 
     def pending_uploads(self) -> list[PendingUpload]:
+        """Unfinished multipart uploads under the prefix; none on a store that cannot list them
+        (cleanup_gaps() then says so)."""
+        learned, gap = store_gaps.known(self.store, store_gaps.LIST_UPLOADS)
+        if learned and gap is not None:
+            return []
         root = self._root()
         uploads = []
-        for page in self._pages("list_multipart_uploads", root):
-            for item in page.get("Uploads", []):
-                if not item["Key"].startswith(root):
-                    continue
-                uploads.append(
-                    PendingUpload(
-                        key=self._relative(item["Key"]),
-                        upload_id=item["UploadId"],
-                        initiated=item["Initiated"].astimezone(UTC),
-                    )
-                )
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=root, PaginationConfig={"PageSize": self.page_size}
+        )
+        try:
+            for page in pages:
+                for item in page.get("Uploads", []):
+                    if item["Key"].startswith(root):
+                        initiated = item["Initiated"].astimezone(UTC)
+                        uploads.append(PendingUpload(self._relative(item["Key"]), item["UploadId"], initiated))
+        except _BOTO_ERRORS as error:
+            answer = unsupported(error)
+            if answer is None:
+                raise self._error(error, "listing") from None
+            store_gaps.learn(self.store, store_gaps.LIST_UPLOADS, answer)
+            return []
+        store_gaps.learn(self.store, store_gaps.LIST_UPLOADS, None)
         uploads.sort(key=lambda upload: (upload.key, upload.upload_id))
         return uploads
 
     def abort_upload(self, upload: PendingUpload) -> None:
+        """Abort an unfinished upload; one already gone is fine, and so is a store that refuses
+        aborts (said once: its lifecycle rule has to remove them)."""
         if not upload.key or not upload.upload_id:
             raise RepositoryError("an unfinished upload needs a key and an upload id to be aborted.")
         full = f"{self.prefix}/{upload.key}" if self.prefix else upload.key
@@ -438,6 +394,46 @@ class S3Repository(Repository):
         except botocore.exceptions.ClientError as error:
             if _code(error)[0] == "NoSuchUpload":
                 return
-            raise self._error(error, "abort of an unfinished upload", None) from None
+            answer = unsupported(error)
+            if answer is None:
+                raise self._error(error, "abort of an unfinished upload", None) from None
+            store_gaps.learn(self.store, store_gaps.ABORT_UPLOAD, answer)
+            store_gaps.warn_once(store_gaps.cannot_abort(self.describe(), self.bucket, answer))
         except botocore.exceptions.BotoCoreError as error:
             raise self._error(error, "abort of an unfinished upload", None) from None
+
+    # -- what the store lacks ---------------------------------------------------------------
+
+    def cleanup_gaps(self, pending: list[PendingUpload]) -> tuple[list[PendingUpload], tuple[str, ...]]:
+        """Of `pending` (what pending_uploads() found), those qbr can abort, and one sentence for
+        each cleanup this store cannot do (for a plan's warnings). Aborting is probed (an abort
+        of an upload that does not exist) only when there is something to abort."""
+        gaps = []
+        learned, answer = store_gaps.known(self.store, store_gaps.LIST_UPLOADS)
+        if learned and answer is not None:
+            gaps.append(store_gaps.cannot_list(self.describe(), self.bucket, answer))
+        if pending:
+            learned, answer = store_gaps.known(self.store, store_gaps.ABORT_UPLOAD)
+            if not learned:
+                try:
+                    answer = store_gaps.probe_abort(self._client, self.bucket, self._full("locks/abort"))
+                except _BOTO_ERRORS as error:
+                    raise self._error(error, "abort of an unfinished upload") from None
+                store_gaps.learn(self.store, store_gaps.ABORT_UPLOAD, answer)
+            if answer is not None:
+                gaps.append(store_gaps.cannot_abort(self.describe(), self.bucket, answer, len(pending)))
+                pending = []
+        return pending, tuple(gaps)
+
+    def conditional_writes_gap(self, near: str) -> str | None:
+        """None when this store honours If-None-Match and If-Match (what qbr's locks stand on),
+        else what it does instead ("ignores conditional writes (If-None-Match)"). Probed once per
+        process and store, with a probe object beside the key `near` (relative), removed after."""
+        learned, gap = store_gaps.known(self.store, store_gaps.CONDITIONAL_WRITES)
+        if learned:
+            return gap
+        try:
+            gap = store_gaps.probe_conditional_writes(self._client, self.bucket, self._full(near))
+        except _BOTO_ERRORS as error:
+            raise self._error(error, "conditional-write probe", near) from None
+        return store_gaps.learn(self.store, store_gaps.CONDITIONAL_WRITES, gap)
