@@ -120,6 +120,8 @@ class CopyCollection:
     shape: dict[str, Any]  # the manifest's topology and storage, recorded with the provenance
     batch_size: int = 256
     verify_sample: int = 0
+    copy_from: str = "live"  # live | archive (the set's archives in `repository`, read offline)
+    repository: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,33 @@ class AdoptSet:
     adoption: str = ""  # the manifest's adopt entry (its endpoint and region reach the bucket)
 
 
+@dataclass(frozen=True)
+class RetainSet:
+    """Extend the S3 Object Lock of a set's record and of every archive it names to `until`
+    (never shortened): as long as retention is sure to keep the set (qbr.retention.protected_until)."""
+
+    repository: str
+    backup: str
+    set_id: str
+    until: str  # UTC ISO
+    mode: str  # GOVERNANCE | COMPLIANCE
+
+
+@dataclass(frozen=True)
+class RekeySet:
+    """Encrypt a set again for the repository's current recipients: each archive streamed
+    through decryption and encryption into a new object (no plaintext on disk), then the record
+    rewritten to name them, sealed for the new recipients. The old archives become garbage."""
+
+    repository: str
+    backup: str
+    set_id: str
+    fingerprint: str  # of the recipients it is encrypted for (the new archive keys carry it)
+
+
 PARAMS: dict[str, type] = {
+    "retain_set": RetainSet,
+    "rekey_set": RekeySet,
     "adopt_set": AdoptSet,
     "copy_archive": CopyArchive,
     "commit_set": CommitSet,

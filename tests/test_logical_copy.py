@@ -6,15 +6,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from qbr.actions import CopyCollection
 from qbr.apply.copy_streams import Copier, Stream, id_key
-from qbr.apply.logical_copy import _finish
-from qbr.errors import QbrError
+from qbr.apply.logical_copy import _compare_sample, _live_count_check
 
 IDS = list(range(0, 300, 3)) + ["0a1b2c3d-0000-4000-8000-000000000001", "ffffffff-0000-4000-8000-000000000002"]
 
@@ -131,15 +129,12 @@ class Node:
         return [{"id": i, **self.points[i]} for i in ids if i in self.points]
 
 
-class Context:
-    def __init__(self) -> None:
-        self.finished: dict[str, Any] = {}
+class Live:
+    def __init__(self, counts: list[int]) -> None:
+        self.client = Node(counts)
 
-    def now(self) -> datetime:
-        return datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
-
-    def restore_finished(self, restore: str, target: str, provenance: dict | None) -> None:
-        self.finished[target] = provenance
+    def count(self) -> int:
+        return self.client.count_points("docs")
 
 
 PARAMS = CopyCollection(
@@ -150,25 +145,23 @@ PARAMS = CopyCollection(
 
 
 def test_a_source_written_to_during_the_copy_is_said_so_and_judged_by_its_range():
-    ctx = Context()
-    point = {"vector": [0.1], "payload": {"a": 1}}
-    result = _finish(ctx, PARAMS, Node([110], {1: point, 2: point}), Node([104], {1: point, 2: point}),
-                     {"source_points": 100}, [1, 2], False, 104)
-    assert "was written to during the copy (100 points when it began, 110 at its end)" in result["note"]
-    assert ctx.finished["docs"]["source_points_at_end"] == 110 and ctx.finished["docs"]["sample_checked"] == 2
+    problem, note, extra = _live_count_check(PARAMS, Live([110]), 104, 100)
+    assert problem is None and extra == {"source_points_at_end": 110}
+    assert "was written to during the copy (100 points when it began, 110 at its end); collection docs holds 104, within" in note
+    problem, note, _ = _live_count_check(PARAMS, Live([110]), 100, 100)
+    assert problem is None and "written to during the copy" in note
 
 
-def test_a_count_outside_what_the_source_held_is_recorded_and_refused():
-    ctx = Context()
-    with pytest.raises(QbrError, match="has 97 points, but the source collection docs on cluster prod had 100 when the copy began"):
-        _finish(ctx, PARAMS, Node([100]), Node([97]), {"source_points": 100}, [], False, 97)
-    assert "points_check_failed" in ctx.finished["docs"]
+def test_a_count_outside_what_the_source_held_is_refused():
+    problem, _, _ = _live_count_check(PARAMS, Live([100]), 97, 100)
+    assert problem is not None and "has 97 points, but the source collection docs on cluster prod had 100 when the copy began" in problem
+    assert _live_count_check(PARAMS, Live([100]), 100, 100) == (None, None, {})
 
 
 def test_a_sampled_point_that_differs_fails_the_copy_and_names_it():
-    ctx = Context()
     same, other = {"vector": [0.1], "payload": {"a": 1}}, {"vector": [0.1], "payload": {"a": 2}}
     close = {"vector": [0.1 + 1e-9], "payload": {"a": 1}}
-    with pytest.raises(QbrError, match=r"1 of 3 sampled points .* differ .*\(ids 7\)"):
-        _finish(ctx, PARAMS, Node([3], {5: same, 6: same, 7: same}), Node([3], {5: same, 6: close, 7: other}),
-                {"source_points": 3}, [5, 6, 7], False, 3)
+    theirs = {5: {"id": 5, **same}, 6: {"id": 6, **same}, 7: {"id": 7, **same}}
+    checked, problem = _compare_sample(PARAMS, theirs, Node([3], {5: same, 6: close, 7: other}), [5, 6, 7, 8], False)
+    assert checked == 3 and problem is not None and "1 of 3 sampled points" in problem and "(ids 7)" in problem
+    assert _compare_sample(PARAMS, theirs, Node([3], {5: same, 6: close, 7: same}), [5, 6, 7], False) == (3, None)

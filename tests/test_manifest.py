@@ -833,7 +833,7 @@ def test_field_names_others_code_against():
     ]
     assert [f.name for f in dataclasses.fields(m.restores["r"])] == [
         "name", "from_backup", "to", "at", "collections", "if_exists", "aliases", "via", "topology", "storage", "method",
-        "batch_size", "verify_sample",
+        "batch_size", "verify_sample", "copy_from",
     ]
 
 

@@ -150,6 +150,20 @@ def test_a_logical_copy_without_its_live_source_is_refused():
         make_plan(restore_manifest("    topology: {shard_number: 6}"), w, State(), NOW)
 
 
+def test_copy_from_archive_needs_no_live_source_and_reads_the_sets_archives():
+    w, record, _ = world(live=False)
+    action = only_restore(make_plan(restore_manifest("    topology: {shard_number: 6}\n    copy_from: archive"), w, State(), NOW))
+    assert action.kind == "copy_collection"
+    assert action.title == (
+        f"collection docs on cluster big: shard number 3 -> 6: logical copy of ~150 points from set {record.set_id}'s "
+        "archives of collection docs"
+    )
+    assert "read offline with Qdrant's engine" in action.reason and "cluster prod is not needed" in action.reason
+    assert action.precondition == {"target_exists": False}
+    typed = params_of(action.kind, action.params, action.id)
+    assert (typed.copy_from, typed.repository, typed.set_id) == ("archive", "main", record.set_id)
+
+
 def test_a_finished_copy_is_left_alone_and_a_changed_shape_replaces_it():
     w, record, _ = world()
     options = "    topology: {shard_number: 6}"

@@ -97,7 +97,7 @@ class Copier:
         self.batch_size = batch_size
         self.writers = max(1, writers)
         self.sample_size = sample_size
-        self.sample = {sample_rank(i): i for i in sample}
+        self.sample = {sample_rank(i): {"id": i} for i in sample}  # rank -> point (a journaled one: its id only)
         self.copied = 0  # points upserted by this run
         self.lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.writers)
@@ -164,7 +164,7 @@ class Copier:
             self.copied += len(batch.points)
             if self.sample_size:
                 for point in batch.points:
-                    self.sample[sample_rank(point["id"])] = point["id"]
+                    self.sample[sample_rank(point["id"])] = point
                 for rank in sorted(self.sample)[self.sample_size:]:
                     del self.sample[rank]
             self._journal()
@@ -176,4 +176,9 @@ class Copier:
 
     def sample_ids(self) -> list[Any]:
         with self.lock:
-            return [self.sample[r] for r in sorted(self.sample)]
+            return [self.sample[r]["id"] for r in sorted(self.sample)]
+
+    def sample_points(self) -> list[dict]:
+        """The sampled points this run read whole (not those a killed run journaled by id)."""
+        with self.lock:
+            return [self.sample[r] for r in sorted(self.sample) if "vector" in self.sample[r]]

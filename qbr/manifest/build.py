@@ -123,6 +123,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             method=r.get("method", "auto"),
             batch_size=r.get("batch_size", 256),
             verify_sample=r.get("verify_sample", 0),
+            copy_from=r.get("copy_from", "live"),
         )
 
     adopt: dict[str, AdoptConfig] = {}

@@ -173,6 +173,9 @@ class RestoreConfig:
     method: Literal["auto", "snapshot", "logical"] = "auto"
     batch_size: int = 256  # points per scroll page and upsert of a logical copy
     verify_sample: int = 0  # after a logical copy, compare this many points with the source
+    # Where a logical copy reads the points: the live source collection, or the set's archives
+    # (offline, with Qdrant's engine: no source cluster needed).
+    copy_from: Literal["live", "archive"] = "live"
 
     def target_name(self, source_collection: str) -> str | None:
         """The collection `source_collection` is restored into; None when no entry matches."""

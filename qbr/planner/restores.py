@@ -45,6 +45,7 @@ class _Source:
     qdrant_version: str
     depends_on: tuple[str, ...]
     configs: dict[str, tuple[dict, int]]  # name -> (recorded config, shard number)
+    points: dict[str, int | None]  # name -> recorded points count (None: not known before the backup runs)
 
 
 def _select_source(
@@ -64,6 +65,7 @@ def _select_source(
                 planned.qdrant_version,
                 (planned.commit_action,),
                 {n: (observed[n].config, observed[n].shard_number) for n in planned.copied_in if n in observed},
+                {n: observed[n].points_count for n in planned.copied_in if n in observed},
             )
         )
     for record in repo.sets_of(backup.name):
@@ -77,6 +79,7 @@ def _select_source(
                 record.qdrant_version,
                 (),
                 {n: (c.config, c.shard_number) for n, c in record.collections.items()},
+                {n: c.points_count if c.points_count >= 0 else None for n, c in record.collections.items()},
             )
         )
     for source in candidates:  # newest first
@@ -205,7 +208,6 @@ def plan_restore(
                 reason = "it exists but was not restored by qbr, and if_exists is replace"
             action_id = f"restore.{restore.name}.{target_name}"
             if path.method == "logical":
-                assert live is not None  # route() refuses a logical copy without a live source
                 draft.actions.append(_copy_action(
                     action_id, group, restore, backup, source, source_name, target_name, live, exists, path, reason, shape
                 ))
@@ -261,6 +263,11 @@ def plan_restore(
 
 
 def _unchanged_reason(known: dict, selected: str) -> str:
+    if known.get("copy_from") == "archive":
+        return (
+            f"copied from set {known.get('set_id')}'s archives on {known.get('restored_at')} (a logical copy); "
+            f"set {selected} holds the same data"
+        )
     if known.get("method") == "logical":
         return (
             f"copied from cluster {known.get('source_cluster')} collection {known.get('source_collection')} on "
@@ -271,11 +278,28 @@ def _unchanged_reason(known: dict, selected: str) -> str:
 
 def _copy_action(
     action_id: str, group: str, restore: RestoreConfig, backup: BackupConfig, source: _Source, source_name: str,
-    target_name: str, live: ObservedCollection, exists: bool, path: Route, reason: str, shape: dict,
+    target_name: str, live: ObservedCollection | None, exists: bool, path: Route, reason: str, shape: dict,
 ) -> Action:
-    """A logical copy: the target created in its new shape, the live source's points streamed into it."""
+    """A logical copy: the target created in its new shape, the points streamed into it from the
+    live source collection, or (copy_from: archive) from the set's archives, read offline."""
     resharded = any(change.startswith("shard number") for change in path.changes)
     why = "a snapshot recovers only into a collection with the same shard number, so " if resharded else ""
+    precondition: dict = {"target_exists": exists}
+    if restore.copy_from == "archive":
+        points = source.points.get(source_name)
+        origin = f"set {source.set_id}'s archives of collection {source_name}"
+        how = (
+            "copied from the set's archives, read offline with Qdrant's engine (qdrant-edge-py) on this machine; "
+            f"cluster {backup.cluster} is not needed"
+        )
+    else:
+        assert live is not None  # route() refuses a live copy without its live source
+        points, origin = live.points_count, f"cluster {backup.cluster} collection {source_name}"
+        precondition["source_config_sha256"] = live.config_sha256
+        how = (
+            f"copied from the live collection (cluster {backup.cluster} must be reachable while apply runs, and the "
+            f"copy holds the points it has then, not those of set {source.set_id})"
+        )
     return Action(
         id=action_id,
         kind="copy_collection",
@@ -283,15 +307,11 @@ def _copy_action(
         group=group,
         title=(
             f"collection {target_name} on cluster {restore.to}: {', '.join(path.changes)}: logical copy of "
-            f"~{live.points_count} points from cluster {backup.cluster} collection {source_name}"
+            f"~{'?' if points is None else points} points from {origin}"
         ),
-        reason=(
-            f"{reason}; {why}the target is created in its new shape and the points are copied from the live "
-            f"collection (cluster {backup.cluster} must be reachable while apply runs, and the copy holds the points "
-            f"it has then, not those of set {source.set_id})"
-        ),
+        reason=f"{reason}; {why}the target is created in its new shape and the points are {how}",
         depends_on=source.depends_on,
-        precondition={"target_exists": exists, "source_config_sha256": live.config_sha256},
+        precondition=precondition,
         params=as_params(CopyCollection(
             restore=restore.name,
             backup=backup.name,
@@ -308,6 +328,8 @@ def _copy_action(
             shape=shape,
             batch_size=restore.batch_size,
             verify_sample=restore.verify_sample,
+            copy_from=restore.copy_from,
+            repository=backup.repository,
         )),
     )
 

@@ -90,13 +90,15 @@ def route(
             f"method snapshot cannot change the shard number of collection {source} ({recorded_shards} -> {want_shards}): "
             "a snapshot recovers only into a collection with the same shard number; set method to auto or logical"
         ))
-    if logical and live is None:
+    offline = logical and restore.copy_from == "archive"  # read from the set's archives: no live source
+    if logical and live is None and not offline:
         why = f"shard number {recorded_shards} -> {want_shards}" if want_shards != recorded_shards else "method is logical"
         return Route("logical", refusal=(
             f"collection {source} needs a logical copy ({why}) from the live collection {source} on cluster "
-            f"{source_cluster}, and that cluster holds no such collection now (or its backup no longer selects it)"
+            f"{source_cluster}, and that cluster holds no such collection now (or its backup no longer selects it); "
+            "copy_from: archive reads the set's archives instead"
         ))
-    config = live.config if logical and live is not None else recorded
+    config = live.config if logical and not offline and live is not None else recorded
     params = config.get("params") or {}
     have_shards = int(params.get("shard_number") or recorded_shards) if logical else recorded_shards
     have_rf = int(params.get("replication_factor") or 1)

@@ -9,7 +9,8 @@ import signal
 from pathlib import Path
 
 from qbr.faultpoints import KILL_ENV
-from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, write_manifest
+from tests.copy_engine import SELECT as COPY_ENGINE
+from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, upsert, write_manifest
 from tests.qdrant_testing import TestingClient as QdrantClient
 
 T0 = "2026-11-21T08:00:00Z"
@@ -187,3 +188,56 @@ def test_a_live_to_live_migration_into_vectors_on_disk_with_scalar_quantization(
     moved = provenance(tmp_path, "move")["products_v2"]
     assert moved["sample_checked"] == 30 and moved["source_collection"] == "products"
     assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path).stdout
+
+
+def test_copy_from_archive_reads_the_sets_own_points_offline_into_another_shard_count(emulator, tmp_path):
+    prod, big = emulator(nodes=3), emulator(nodes=4)
+    make_collection(prod.urls[0], "docs", points=150, shards=3)
+    with QdrantClient(prod.urls[0]) as client:
+        client.create_payload_index("docs", "n", "integer")
+    manifest(tmp_path, prod, big, "")
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0  # the set
+    backed_up = all_points(prod.urls[0], "docs")
+    with QdrantClient(prod.urls[0]) as client:  # the live collection moves on after the set
+        upsert(client, "docs", range(10), tag="after-the-set")
+        client.upsert_points("docs", [{"id": 9999, "vector": [0.1, 0.2, 0.3, 0.4], "payload": {"tag": "new"}}])
+    manifest(tmp_path, prod, big, """restores:
+  offline:
+    from: nightly
+    to: big
+    topology: {shard_number: 4, replication_factor: 2}
+    copy_from: archive
+    batch_size: 20
+    verify_sample: 15
+""")
+    env = {"QBR_COPY_ENGINE": COPY_ENGINE}
+    plan = qbr("plan", "--now", T1, cwd=tmp_path, env=env)
+    assert "shard number 3 -> 4, replication factor 1 -> 2: logical copy of ~150 points from set " in plan.stdout, plan.output
+    assert "archives of collection docs" in plan.stdout and "cluster prod is not needed" in plan.stdout
+    reads = prod.count_requests(path=r"/points/scroll$")
+    run = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env=env)
+    assert run.exit_code == 0, run.output
+    assert prod.count_requests(path=r"/points/scroll$") == reads, "the source cluster's points are never read"
+    assert all_points(big.urls[0], "docs") == backed_up, "the set's points, not the live collection's"
+    with QdrantClient(big.urls[0]) as client:
+        info = client.collection_info("docs")
+    assert (info["config"]["params"]["shard_number"], set(info["payload_schema"])) == (4, {"n"})
+    done = provenance(tmp_path, "offline")["docs"]
+    assert (done["copy_from"], done["points_count"], done["sample_checked"]) == ("archive", 150, 15)
+
+    without = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env={"QBR_COPY_ENGINE": "no_such_module:Reader"})
+    assert without.exit_code == 0 and "No changes" in without.stdout  # nothing left to read
+
+
+def test_copy_from_archive_without_an_engine_stops_in_one_sentence_before_touching_the_target(emulator, tmp_path, monkeypatch):
+    monkeypatch.setattr("qbr.apply.archive_reader.ENGINE_MODULE", "qdrant_edge_not_installed")
+    prod, big = emulator(nodes=1), emulator(nodes=2)
+    make_collection(prod.urls[0], "docs", points=20, shards=1)
+    manifest(tmp_path, prod, big, "")
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
+    manifest(tmp_path, prod, big, "restores:\n  offline: {from: nightly, to: big, method: logical, copy_from: archive}\n")
+    run = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env={"QBR_COPY_ENGINE": ""})
+    assert run.exit_code == 1
+    assert "reads the archives with Qdrant's engine, which is not installed here: install qdrant-edge-py" in run.output
+    with QdrantClient(big.urls[0]) as client:
+        assert client.list_collections() == []
