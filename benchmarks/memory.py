@@ -177,10 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 drop_bucket(s3, bucket)
     print()
     reset = all(r["peak_reset"] for r in found.values())
-    from qbr.repository.s3 import DEFAULT_IN_FLIGHT, part_size_for
-
-    print(f"S3 backups: part MiB = the part size chosen for the snapshot's size (<= 10,000 parts); bound MiB = "
-          f"{DEFAULT_IN_FLIGHT} parts in flight (qbr's default) x part size.")
+    print("S3 backups: part MiB = the part size chosen for the snapshot's size (<= 10,000 parts); in flight = the parts")
+    print("held at once (multipart.parts_in_flight: as many as fit in 32 MiB, 2 to 4); bound MiB = in flight x part size.")
     print("traced = tracemalloc peak during the transfer; rss before = the process's RSS once imports and warm-up")
     print("are done" + (" (its peak reset there through /proc/self/clear_refs)" if reset else
                         " (ru_maxrss so far: the peak could not be reset here)")
@@ -188,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(
         ["repository", "direction", "size MiB", "traced MiB", "rss before MiB", "rss peak MiB", "growth MiB", "MiB/s",
-         "part MiB", "bound MiB"],
+         "part MiB", "in flight", "bound MiB"],
         rows,
     )
     print()
@@ -205,19 +203,25 @@ def main(argv: list[str] | None = None) -> int:
             print_ratio(f"{name}_rss_growth_per_byte_{large}mib", growth / (large * MIB),
                         f"RSS growth during the transfer / snapshot size at {large} MiB; 0.00 = nothing held", digits=3)
             if (kind, direction) == ("s3", "backup"):
-                bound = max(DEFAULT_IN_FLIGHT * part_size_for(n * MIB) for n in sizes)
-                peak = max(found[(kind, direction, n)]["traced_peak"] for n in sizes)
-                print_ratio(f"{name}_traced_mib_beyond_parts_bound", max(0, peak - bound) / MIB,
-                            f"largest tracemalloc peak beyond {DEFAULT_IN_FLIGHT} parts in flight x part size, in MiB (0 = within): "
+                beyond = max(found[(kind, direction, n)]["traced_peak"] - _bound(n * MIB)[2] for n in sizes)
+                print_ratio(f"{name}_traced_mib_beyond_parts_bound", max(0, beyond) / MIB,
+                            "largest tracemalloc peak beyond parts in flight x part size, in MiB (0 = within): "
                             "the 1 MiB chunks on their way (download, sha256 queue), whatever the size", digits=1)
     return 0
 
 
-def _row(kind: str, direction: str, size_mib: int, size: int, result: dict) -> list[object]:
-    from qbr.repository.s3 import DEFAULT_IN_FLIGHT, part_size_for
+def _bound(size: int) -> tuple[int, int, int]:
+    """(part size, parts in flight, their product) of qbr's S3 upload of a snapshot of `size` bytes."""
+    from qbr.repository.multipart import part_size_for, parts_in_flight
 
+    part = part_size_for(size)
+    flight = parts_in_flight(part, size_known=True)
+    return part, flight, part * flight
+
+
+def _row(kind: str, direction: str, size_mib: int, size: int, result: dict) -> list[object]:
     growth = max(0, result["rss_peak"] - result["rss_before"])
-    part = part_size_for(size) if (kind, direction) == ("s3", "backup") else None
+    part, flight, bound = _bound(size) if (kind, direction) == ("s3", "backup") else (0, 0, 0)
     return [
         kind, direction, size_mib,
         f"{result['traced_peak'] / MIB:.1f}",
@@ -226,7 +230,8 @@ def _row(kind: str, direction: str, size_mib: int, size: int, result: dict) -> l
         f"{growth / MIB:.1f}",
         f"{size / MIB / max(result['seconds'], 1e-9):.0f}",
         f"{part / MIB:.0f}" if part else "-",
-        f"{DEFAULT_IN_FLIGHT * part / MIB:.0f}" if part else "-",
+        str(flight) if part else "-",
+        f"{bound / MIB:.0f}" if part else "-",
     ]
 
 

@@ -1,7 +1,7 @@
 """Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
 
     python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto in-process|process]
-                                  [--in-flight N] [--breakdown]
+                                  [--in-flight N] [--compare-in-flight N ...] [--breakdown]
 
 Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
 real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
@@ -52,7 +52,7 @@ from _common import (
 from qbr.qdrant import QdrantClient, SnapshotInfo
 from qbr.repository import Repository, open_local_repository
 from qbr.repository.accounting import describe_requests, since
-from qbr.repository.s3 import DEFAULT_IN_FLIGHT, S3Repository
+from qbr.repository.s3 import S3Repository
 from qbr.transfer import Digest, Progress, verified
 
 RESTORE_TARGET = "restored"
@@ -258,7 +258,8 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
 
 
 def run_size(
-    size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int
+    size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int | None,
+    compare: tuple[int, ...] = (),
 ) -> tuple[list[list[object]], dict[str, float], str]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
@@ -275,7 +276,8 @@ def run_size(
     plain_file = work / f"plain-{size_mib}.snapshot"
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
         "plain-file", "plain-file-sha256", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local",
-        "qbr-upload-s3")}
+        "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare))}
+    others = {n: S3Repository(bucket, f"bench-{size_mib}-{n}", endpoint, "us-east-1", in_flight=n) for n in compare}
 
     requests = ""
 
@@ -311,12 +313,18 @@ def run_size(
     # starts (untimed), for the baselines as for qbr: a file rewritten in place reuses the pages it
     # just freed, a new one may need fresh ones (slower on this VM; see the README). The order of
     # the runs turns round from one repetition to the next, so none is always first or last.
+    def qbr_s3_with(n: int) -> Callable[[], None]:
+        def run() -> None:
+            times[f"qbr-s3-{n}"].append(_timed(lambda: qbr_backup(client, collection, snapshot, others[n], key)))
+            others[n].delete(key)
+        return run
+
     local_runs = [plain_local(False), plain_local(True), qbr_local]
-    s3_runs = [plain_s3, qbr_s3]
+    s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare)]
     for n in range(repeat):
         for run in local_runs[n % 3:] + local_runs[:n % 3]:
             run()
-        for run in s3_runs[n % 2:] + s3_runs[:n % 2]:
+        for run in s3_runs[n % len(s3_runs):] + s3_runs[:n % len(s3_runs)]:
             run()
     # What the restores read (untimed).
     baseline_to_file(url, path, plain_file)
@@ -344,7 +352,8 @@ def run_size(
     rate = {name: mib_per_s(size, median([wall for wall, _ in runs])) for name, runs in times.items()}
     cpu = {name: median([c for _, c in runs]) * 1000 / (size / MIB) for name, runs in times.items()}
     rows = []
-    for direction, base, ours in PAIRS:
+    pairs = [*PAIRS, *((f"backup -> S3 (moto), {n} parts in flight", "plain-s3", f"qbr-s3-{n}") for n in compare)]
+    for direction, base, ours in pairs:
         rows.append([
             f"{size_mib} MiB", direction, f"{rate[base]:.0f}", f"{rate[ours]:.0f}", f"{rate[ours] / rate[base]:.2f}",
             f"{cpu[base]:.2f}", f"{cpu[ours]:.2f}",
@@ -377,14 +386,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each transfer; the median is shown (default 5)")
     parser.add_argument("--moto", choices=["in-process", "process"], default="in-process",
                         help="run moto's S3 server in this process (default, as the tests do) or in its own")
-    parser.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
-                        help=f"parts of an S3 upload in flight at once (default {DEFAULT_IN_FLIGHT}, qbr's default)")
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="parts of an S3 upload in flight at once (default: qbr's choice, multipart.parts_in_flight)")
+    parser.add_argument("--compare-in-flight", type=int, nargs="*", default=[],
+                        help="also back up into S3 with these many parts in flight (extra rows and ratios)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the local backup path step by step (first size only)")
     args = parser.parse_args(argv)
     use_fake_aws()
     print(f"transfer benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; "
-          f"moto {args.moto}; S3 parts in flight {args.in_flight}; {os.cpu_count()} CPUs", flush=True)
+          f"moto {args.moto}; S3 parts in flight {args.in_flight or 'as qbr chooses'}; {os.cpu_count()} CPUs", flush=True)
     all_rows: list[list[object]] = []
     results: list[dict[str, float]] = []
     requests: list[str] = []
@@ -398,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             s3.create_bucket(Bucket=bucket)
             try:
                 for size_mib in args.size_mib:
-                    rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight)
+                    rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight,
+                                                   tuple(args.compare_in_flight))
                     all_rows += rows
                     results.append(rate)
                     requests.append(f"{size_mib} MiB: {counted}")
@@ -423,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         n = int(rate["size_mib"])
         for name, base, ours, note in RATIOS:
             print_ratio(f"{name}_{n}mib", rate[f"rate:{ours}"] / rate[f"rate:{base}"], note)
+        for k in args.compare_in_flight:
+            print_ratio(f"backup_s3_inflight{k}_{n}mib", rate[f"rate:qbr-s3-{k}"] / rate["rate:plain-s3"],
+                        f"qbr with {k} parts in flight MiB/s / plain boto3 upload_fileobj MiB/s")
     return 0
 
 

@@ -879,3 +879,47 @@ def test_a_large_local_write_leaves_the_page_cache_as_it_goes(tmp_path: Path, mo
     repo.put_bytes("state.json", b"{}")  # small records stay cached: they are read again soon
     repo.put_stream("sets/a.json", [b"x" * 1000])
     assert advice == []
+
+
+def test_parts_in_flight_fit_the_upload_buffer_when_the_size_is_known() -> None:
+    from qbr.repository.multipart import UPLOAD_BUFFER, part_size_for, parts_in_flight
+
+    assert parts_in_flight(8 * MiB, size_known=True) == 4  # boto3's part size: 4 in flight, 32 MiB
+    assert parts_in_flight(16 * MiB, size_known=True) == 2
+    assert parts_in_flight(part_size_for(1 << 40), size_known=True) == 2  # 1 TiB: 2 x 105 MiB
+    assert parts_in_flight(8 * MiB, size_known=False) == 2  # its parts grow with it: hold fewer
+    assert parts_in_flight(8 * MiB, size_known=True, requested=7) == 7
+    for size in (64 * MiB, 4 << 30, 80 << 30):  # memory flat up to ~78 GiB, then 2 parts
+        part = part_size_for(size)
+        assert parts_in_flight(part, size_known=True) * part <= max(UPLOAD_BUFFER, 2 * part)
+
+
+KNOWN_SIZE_MEMORY_SCRIPT = """
+import json, sys, tracemalloc
+from qbr.repository import open_s3_repository
+spec = json.loads(sys.argv[1])
+repo = open_s3_repository(spec["bucket"], "prod", spec["endpoint"])
+def source():
+    for _ in range(96):
+        yield bytes(1 << 20)
+repo.put_bytes("warm-up", b"x")
+tracemalloc.start()
+info = repo.put_stream("snapshots/docs/big.snapshot", source(), size=96 << 20)
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "size": info.size, "parts": repo.requests["multipart_upload_part"]}))
+"""
+
+
+def test_a_known_size_upload_holds_no_more_than_its_parts_in_flight(s3_bucket: tuple[str, str]) -> None:
+    from qbr.repository.multipart import part_size_for, parts_in_flight
+
+    endpoint, bucket = s3_bucket
+    done = subprocess.run(
+        [sys.executable, "-c", KNOWN_SIZE_MEMORY_SCRIPT, json.dumps({"bucket": bucket, "endpoint": endpoint})],
+        cwd=ROOT, capture_output=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    measured = json.loads(done.stdout)
+    part = part_size_for(96 * MiB)
+    bound = parts_in_flight(part, size_known=True) * part
+    assert measured["size"] == 96 * MiB and measured["parts"] == 96 * MiB // part
+    assert measured["peak"] < bound + 3 * MiB, measured  # the parts, plus the chunk on its way

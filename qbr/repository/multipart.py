@@ -27,9 +27,12 @@ MAX_PARTS = 10_000  # S3's limit of parts in one upload
 #: Parts of an object of unknown size double after every this many, so one can still reach S3's
 #: 5 TiB limit within 10,000 parts (memory then grows with the size; pass the size to avoid it).
 PARTS_PER_SIZE_STEP = 1_000
-#: Parts held at once (filling or uploading) by default: 2 x 8 MiB keeps the reader and an upload
-#: always busy; more helps when each part waits out a long network round trip (real S3).
-DEFAULT_IN_FLIGHT = 2
+#: Parts held at once (filling or uploading) by an upload of known size: as many as fit in
+#: UPLOAD_BUFFER, between 2 and MAX_IN_FLIGHT (4 x 8 MiB; 2 parts once parts are larger).
+UPLOAD_BUFFER = 32 * MIB
+MAX_IN_FLIGHT = 4
+#: ... and by an upload of unknown size, whose parts grow with it (see part_size_at).
+UNKNOWN_SIZE_IN_FLIGHT = 2
 
 
 def part_size_for(size: int | None, preferred: int = DEFAULT_PART_SIZE) -> int:
@@ -48,6 +51,16 @@ def part_size_for(size: int | None, preferred: int = DEFAULT_PART_SIZE) -> int:
         raise ValueError(f"{size} bytes is more than one S3 object can hold (5 TiB)")
     needed = -(-size // MAX_PARTS)
     return max(preferred, -(-needed // MIB) * MIB)
+
+
+def parts_in_flight(part_size: int, size_known: bool, requested: int | None = None) -> int:
+    """How many parts an upload holds at once: `requested` if given, else 2 to 4 parts that fit in
+    UPLOAD_BUFFER when the size is known (memory known before the first byte), 2 when it is not."""
+    if requested is not None:
+        return requested
+    if not size_known:
+        return UNKNOWN_SIZE_IN_FLIGHT
+    return max(2, min(MAX_IN_FLIGHT, UPLOAD_BUFFER // part_size))
 
 
 def part_size_at(number: int, part_size: int, size_known: bool) -> int:
@@ -159,13 +172,14 @@ def upload_parts(
     what: str,
     part_size: int,
     size_known: bool,
-    in_flight: int,
+    in_flight: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Upload the part in `first` (taken out of it, so the caller holds no reference) and every
-    further part read from `source`, `in_flight` parts alive at most; return CompleteMultipartUpload's
+    further part read from `source`, `in_flight` parts alive at most (None: parts_in_flight's
+    choice); return CompleteMultipartUpload's
     list of parts and the bytes stored. Whatever fails, the parts still uploading are waited for
     before this raises, so the caller's abort comes after them."""
-    uploads = PartUploads(upload, in_flight)
+    uploads = PartUploads(upload, parts_in_flight(part_size, size_known, in_flight))
     try:
         uploads.take_slot()  # the first part's (no buffer to reuse yet)
         part = first.pop()

@@ -32,7 +32,7 @@ from qbr.repository.base import (
     validate_key,
     validate_prefix,
 )
-from qbr.repository.multipart import DEFAULT_IN_FLIGHT, DEFAULT_PART_SIZE, MIN_PART_SIZE, part_size_for, read_part, upload_parts
+from qbr.repository.multipart import DEFAULT_PART_SIZE, MIN_PART_SIZE, part_size_for, read_part, upload_parts
 from qbr.repository.s3_setup import DENIED, NETWORK, client_config, network_reason, open_client, unsupported
 from qbr.repository.s3_setup import error_code as _code
 from qbr.repository.s3_setup import server_time as _server_time
@@ -53,7 +53,7 @@ class S3Repository(Repository):
         *,
         name: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
-        in_flight: int = DEFAULT_IN_FLIGHT,
+        in_flight: int | None = None,
         page_size: int = 1000,
         max_attempts: int | None = None,
         connect_timeout: float | None = None,
@@ -68,7 +68,7 @@ class S3Repository(Repository):
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum part size)")
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
-        if in_flight < 1:
+        if in_flight is not None and in_flight < 1:
             raise ValueError("in_flight must be at least 1")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -156,7 +156,8 @@ class S3Repository(Repository):
 
     def put_stream(self, key: str, chunks: Iterable[bytes], *, size: int | None = None) -> ObjectInfo:
         """`size`: the object's size if known (Qdrant reports a snapshot's); the part size is then
-        chosen so that it fits in MAX_PARTS parts, and memory stays `in_flight` parts of it."""
+        chosen so that it fits in MAX_PARTS parts, and memory stays `in_flight` parts of it
+        (None: multipart.parts_in_flight's choice)."""
         full = self._full(key)
         try:
             part_size = part_size_for(size, self.part_size)
