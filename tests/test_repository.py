@@ -666,13 +666,14 @@ def s3_repo(s3_bucket: tuple[str, str], **kw) -> Repository:
     return S3Repository(bucket, "team/prod", endpoint, "us-east-1", name="main", **kw)
 
 
+@pytest.mark.parametrize("store", ["s3_bucket", "s3rver_bucket"])
 def test_a_known_size_picks_a_part_size_that_fits_in_max_parts(
-    s3_bucket: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from qbr.repository import multipart
 
     monkeypatch.setattr(multipart, "MAX_PARTS", 2)  # so a 12 MiB object needs 6 MiB parts
-    repo = s3_repo(s3_bucket, part_size=PART)
+    repo = s3_repo(request.getfixturevalue(store), part_size=PART)
     data = pattern(12 * MiB)
 
     repo.put_stream("snapshots/docs/a.snapshot", chunked(data, (MiB,)), size=len(data))
