@@ -70,6 +70,16 @@ class AbortUpload:
 
 
 @dataclass(frozen=True)
+class SweepChunks:
+    """Delete a dedup repository's unreferenced chunks (those still unreferenced at apply time)."""
+
+    repository: str
+    chunks: list[str]  # chunk ids
+    markers: list[str] = field(default_factory=list)  # stale pending markers in the index, removed after
+    relist: bool = False  # list chunks/ and index what a killed run stored
+
+
+@dataclass(frozen=True)
 class DeleteNodeSnapshot:
     cluster: str
     node: str
@@ -178,6 +188,7 @@ PARAMS: dict[str, type] = {
     "delete_set": DeleteSet,
     "delete_archive": DeleteArchive,
     "abort_upload": AbortUpload,
+    "sweep_chunks": SweepChunks,
     "delete_node_snapshot": DeleteNodeSnapshot,
     "restore_collection": RestoreCollection,
     "copy_collection": CopyCollection,

@@ -19,6 +19,7 @@ from qbr.cli_common import (
     warn,
     write_private,
 )
+from qbr.dedup_commands import export_command, repair_index_command
 from qbr.errors import QbrError
 from qbr.sets_command import sets_group
 
@@ -320,6 +321,8 @@ def completion_command(shell) -> None:
 
 
 cli.add_command(sets_group)
+cli.add_command(export_command)
+cli.add_command(repair_index_command)
 
 
 def main() -> None:

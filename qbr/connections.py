@@ -113,6 +113,11 @@ class Connections:
             repo = self._repositories.get(name)
             if repo is None:
                 repo = open_repository(self.manifest.repositories[name])
+                if self.manifest.repositories[name].dedup:  # archives chunked, stored once by hash
+                    from qbr.repository.chunked import ChunkedRepository
+
+                    config = self.manifest.repositories[name]
+                    repo = ChunkedRepository(repo, compression=config.compression, level=config.compression_level)
                 self._repositories[name] = repo
             return repo
 
@@ -130,7 +135,8 @@ class Connections:
             return copier
 
     def can_presign(self, name: str) -> bool:
-        return self.manifest.repositories[name].kind == "s3"
+        config = self.manifest.repositories[name]
+        return config.kind == "s3" and not config.dedup  # a chunked archive is rebuilt by qbr, uploaded
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -57,6 +57,11 @@ POINTS: dict[str, str] = {
     "restore.copy_batch": "a batch of a logical copy is upserted into the target and its scroll position journaled in the state",
     "aliases.before_update": "a restore's alias update is about to be sent",
     "aliases.updated": "a restore's aliases were updated; the action is not yet journaled",
+    "chunks.stored": "a dedup backup stored one new chunk; the index does not list it yet and no chunk list names it",
+    "chunks.indexed": "a batch of new chunks is confirmed in the chunk index; the archive's chunk list is not written yet",
+    "chunks.list_written": "an archive's chunk list is written (the archive exists); its pending marker is not yet removed",
+    "sweep.index_written": "a chunk sweep wrote the index without the chunks it deletes; none is deleted yet",
+    "sweep.chunk_deleted": "a chunk sweep deleted one unreferenced chunk",
     "adopt.copied": "one adopted snapshot was copied into the repository; its set record is not yet written",
 }
 

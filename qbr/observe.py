@@ -187,6 +187,11 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
     archives = {
         o.key: ArchiveObject(o.key, o.size, utc_iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
     }
+    chunks = None
+    if hasattr(repo, "read_list"):  # dedup: the chunk index and what every chunk list names
+        from qbr.repository.chunk_gc import census
+
+        chunks = census(repo, list(archives), connections.parallelism)
     # A store that cannot list or abort unfinished uploads: that cleanup is skipped, and said.
     abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)
@@ -199,6 +204,7 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
         pending_uploads=pending,
         broken_sets=broken,
         store_gaps=gaps,
+        chunks=chunks,
     )
 
 

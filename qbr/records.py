@@ -69,6 +69,18 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: Fields added later: left out of a record's JSON while unset, so older records read exactly as before.
+_OPTIONAL = frozenset({"encoding"})
+
+
+def _without_unset(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_unset(v) for k, v in value.items() if not (k in _OPTIONAL and v is None)}
+    if isinstance(value, (list, tuple)):
+        return [_without_unset(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class ArchiveRecord:
     """One stored snapshot file: a whole collection (shard_ids = all) or one shard."""
@@ -84,6 +96,9 @@ class ArchiveRecord:
     # stands for its integrity, and verify computes the hash when it reads the archive.
     etag: str | None = None
     adopted_from: str | None = None  # s3://bucket/key of the snapshot it was adopted from
+    # None: the archive is one object, byte for byte what Qdrant made; "chunks": its key holds a
+    # chunk list and the bytes are content-defined chunks stored once by hash (qbr.repository.chunked).
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +150,7 @@ class SetRecord:
         return {a.key for c in self.collections.values() for a in c.archives}
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+        return json.dumps(_without_unset(asdict(self)), indent=2, sort_keys=True).encode() + b"\n"
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "SetRecord":
@@ -159,6 +174,7 @@ class SetRecord:
                         points_count=None if a.get("points_count") is None else int(a["points_count"]),
                         etag=a.get("etag"),
                         adopted_from=a.get("adopted_from"),
+                        encoding=a.get("encoding"),
                     )
                     for a in raw["archives"]
                 )

@@ -36,6 +36,10 @@ class BackupStatus:
     total_bytes: int
     unique_bytes: int
     collections: tuple[str, ...]
+    # A dedup repository: what the distinct chunks (and any archives stored whole) of these sets
+    # take in the repository, and unique_bytes / that (dedup and compression together).
+    stored_bytes: int | None = None
+    dedup_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
                 total_bytes=total,
                 unique_bytes=sum(sizes.values()),
                 collections=tuple(sorted(newest.collections)) if newest else (),
+                **dedup_sizes(repo, sizes),
             )
         )
     restores = {}
@@ -113,6 +118,25 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
         )
     return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores,
                         recommendations=lifecycle_recommendations(repositories, now))
+
+
+def dedup_sizes(repo: ObservedRepository, sizes: dict[str, int]) -> dict[str, Any]:
+    """stored_bytes and dedup_ratio of archives `sizes` (key -> logical size) in a dedup repository."""
+    census = repo.chunks
+    if census is None:
+        return {}
+    chunk_sizes = {c: n for o in census.index for c, n in o.chunks.items()}
+    chunk_sizes.update({c: n for c, (n, _) in census.unindexed.items()})
+    ids: set[str] = set()
+    whole = 0
+    for key, size in sizes.items():
+        if key in census.lists:
+            ids.update(census.lists[key])
+        else:
+            whole += size
+    stored = whole + sum(chunk_sizes.get(c, 0) for c in ids)
+    logical = sum(sizes.values())
+    return {"stored_bytes": stored, "dedup_ratio": round(logical / stored, 2) if stored else None}
 
 
 def lifecycle_recommendations(repositories: dict[str, ObservedRepository], now: datetime) -> tuple[str, ...]:

@@ -95,6 +95,28 @@ class BrokenSet:
 
 
 @dataclass(frozen=True)
+class ChunkIndexObject:
+    """One object of a dedup repository's chunk index (qbr.repository.chunk_index)."""
+
+    key: str
+    modified: str  # UTC ISO
+    pending: bool  # a marker: a backup (or sweep) started and may have stored chunks no index object lists
+    chunks: dict[str, int]  # chunk id -> stored size
+
+
+@dataclass(frozen=True)
+class ChunkCensus:
+    """A dedup repository's chunks: what its index lists, which chunks each chunk list names,
+    and (only while a marker says the index may be short of the truth) chunks found by a listing."""
+
+    index: tuple[ChunkIndexObject, ...] = ()
+    lists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # archive key -> distinct chunk ids
+    unindexed: dict[str, tuple[int, str]] = field(default_factory=dict)  # chunk id -> (stored size, modified)
+    unreadable: tuple[str, ...] = ()  # chunk lists that cannot be read: nothing is swept while there are any
+    listed: bool = False  # chunks/ was listed (a marker was found)
+
+
+@dataclass(frozen=True)
 class ObservedRepository:
     name: str
     description: str
@@ -106,6 +128,7 @@ class ObservedRepository:
     # Cleanup the store cannot do (an S3-compatible store without ListMultipartUploads or
     # AbortMultipartUpload), one sentence each, saying what to set up instead: plan warnings.
     store_gaps: tuple[str, ...] = ()
+    chunks: ChunkCensus | None = None  # a dedup repository's chunks (None: archives stored whole only)
 
     def sets_of(self, backup: str) -> list[SetRecord]:
         """Complete sets of one backup, newest first."""

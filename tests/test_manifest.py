@@ -825,7 +825,7 @@ def test_field_names_others_code_against():
         "name", "urls", "api_key", "rest_port", "timeout", "discover", "snapshot_timeout", "snapshot_storage", "tls"
     ]
     assert [f.name for f in dataclasses.fields(m.repositories["main"])] == [
-        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "s3"
+        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "s3", "dedup", "compression", "compression_level"
     ]
     assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region", "s3"]
     assert [f.name for f in dataclasses.fields(m.backups["nightly"])] == [

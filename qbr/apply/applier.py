@@ -19,6 +19,7 @@ from typing import Any, Callable
 from qbr import __version__, faultpoints
 from qbr.actions import params_of
 from qbr.apply import adopt, aliases, backup, cleanup, logical_copy, restore
+from qbr.apply.chunk_sweep import sweep_chunks
 from qbr.connections import Connections
 from qbr.errors import QbrError
 from qbr.plan import Action, Plan, order_actions
@@ -52,6 +53,7 @@ HANDLERS: dict[str, Handler] = {
     "copy_collection": Handler(logical_copy.check_copy_collection, logical_copy.copy_collection),
     "update_aliases": Handler(_no_check, aliases.update_aliases),
     "adopt_set": Handler(adopt.check_adopt_set, adopt.adopt_set),
+    "sweep_chunks": Handler(_no_check, sweep_chunks),
 }
 
 

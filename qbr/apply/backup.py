@@ -83,6 +83,7 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         shard_ids=tuple(p.shard_ids),
         node=p.node,
         points_count=shard_points if p.shard_id is not None else before,
+        encoding=None if p.server_side and landed is not None else getattr(ctx.connections.repository(p.repository), "archive_encoding", None),
     )
     return {
         "archive": asdict(archive),

@@ -30,6 +30,7 @@ from qbr.apply.target_shape import (
 from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
+from qbr.transfer import Digest, verified
 
 PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
 PRESIGN_SECONDS = 900
@@ -74,6 +75,9 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
                 f"archive {archive.key} of set {p.set_id} is {head.size} bytes, the set recorded {archive.size}; "
                 "it is damaged and was not restored (run qbr verify)"
             )
+        check = getattr(repo, "check_archive", None)  # chunked: the chunk list and its chunks, before the target is touched
+        if check is not None:
+            check(archive.key, archive.size)
     cluster, target = p.target_cluster, p.target_collection
     nodes = conn.cluster_nodes(cluster)
     seed = conn.client(cluster, nodes[0].url)
@@ -245,7 +249,7 @@ def _send_recover(
     ctx.progress.expect(archive.size)
     client.upload_snapshot(
         collection,
-        lambda: _read_archive(repo, archive.key),
+        lambda: _read_archive(repo, archive.key, archive),
         filename=filename,
         size=archive.size,
         shard_id=shard_id,
@@ -284,9 +288,13 @@ def _wait_for_recoveries(client: QdrantClient, collection: str) -> None:
 
 
 @contextmanager
-def _read_archive(repo: Any, key: str) -> Iterator[Iterator[bytes]]:
-    """Stream an archive out of the repository for an upload (each chunk is a fault point)."""
+def _read_archive(repo: Any, key: str, archive: ArchiveRecord | None = None) -> Iterator[Iterator[bytes]]:
+    """Stream an archive out of the repository for an upload (each chunk is a fault point); one
+    rebuilt from chunks has its sha256 checked before the last chunk reaches the node."""
     with repo.open_read(key) as chunks:
+        if archive is not None and archive.encoding is not None:  # rebuilt from chunks: checked before the last byte leaves
+            chunks = verified(chunks, Digest(), what=f"archive {key} rebuilt from its chunks", expected_size=archive.size,
+                              expected_sha256=archive.sha256 or None)
         yield _each_chunk(chunks)
 
 

@@ -6,6 +6,7 @@ Runs only on data that passed the schema and the cross-reference checks, so it i
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             )
         else:
             repositories[name] = RepositoryConfig(name, "path", local(r["path"]), None, "", None, None)
+        repositories[name] = replace(repositories[name], dedup=bool(r.get("dedup", False)),
+                                     compression=r.get("compression", "zstd"), compression_level=int(r.get("compression_level", 3)))
 
     backups: dict[str, BackupConfig] = {}
     for name, b in (data.get("backups") or {}).items():

@@ -93,6 +93,10 @@ class RepositoryConfig:
     endpoint_url: str | None
     region: str | None
     s3: S3Options = S3Options()
+    # Archives as content-defined chunks stored once by hash (qbr.repository.chunked), compressed.
+    dedup: bool = False
+    compression: Literal["zstd", "none"] = "zstd"
+    compression_level: int = 3
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from qbr.actions import (
 from qbr.durations import format_duration
 from qbr.manifest import Manifest
 from qbr.plan import Action, Note
+from qbr.planner.chunks import plan_chunk_sweep
 from qbr.planner.draft import Draft, PlannedSet
 from qbr.records import SetRecord, parse_utc
 from qbr.render.sizes import human_bytes
@@ -144,3 +145,4 @@ def plan_garbage(
                 params=as_params(AbortUpload(repository=repo.name, key=pending.key, upload_id=pending.upload_id, initiated=pending.initiated)),
             )
         )
+    plan_chunk_sweep(draft, repo, group, now, grace)  # a dedup repository: chunks no remaining archive names

@@ -14,6 +14,7 @@ from qbr.actions import (
 )
 from qbr.manifest import BackupConfig, Manifest, RestoreConfig
 from qbr.plan import Action, Note
+from qbr.planner.chunks import chunked_source
 from qbr.planner.draft import Draft, PlannedSet
 from qbr.planner.topology import Route, route, shape_of, storage_of
 from qbr.records import parse_set_key, set_id_time, utc_iso
@@ -217,6 +218,16 @@ def plan_restore(
             via = restore.via
             if via == "auto":
                 via = "url" if repo.can_presign else "upload"
+            chunked = chunked_source(manifest, repo, backup.name, source.set_id, bool(source.depends_on))
+            if chunked and restore.via == "url":
+                draft.refusals.append(
+                    f"restore {restore.name}: set {source.set_id} is stored as deduplicated chunks (repository "
+                    f"{backup.repository} has dedup: true), which Qdrant cannot fetch by URL; set via: auto or upload"
+                )
+                continue
+            if chunked:
+                via = "upload"
+                reason += "; its archives are stored as deduplicated chunks, so qbr rebuilds each (every chunk and the archive's sha256 checked) and uploads it"
             if path.changes:
                 title += ", with " + ", ".join(path.changes)
                 reason += (

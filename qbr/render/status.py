@@ -18,6 +18,10 @@ def render_status(report: StatusReport) -> str:
             f"    {b.sets} sets in repository {b.repository}, {human_bytes(b.total_bytes)} referenced, "
             f"{human_bytes(b.unique_bytes)} stored; collections: {', '.join(b.collections) or '-'}"
         )
+        if b.stored_bytes is not None:
+            ratio = f"{b.dedup_ratio:.2f}x" if b.dedup_ratio else "-"
+            lines.append(f"    dedup: {human_bytes(b.unique_bytes)} of archives take {human_bytes(b.stored_bytes)} as chunks "
+                         f"(dedup and compression {ratio})")
     for name, targets in report.restores.items():
         lines.append(f"restore {name}: {len(targets)} collections restored")
         for t in targets:

@@ -96,8 +96,11 @@ def _chosen(manifest: Manifest, backup: str | None) -> list[str]:
 
 
 def _scan_all(repo: Any, kinds: dict[str, str], *, deep: bool, counter: PointCounter | None, parallelism: int) -> dict[str, ArchiveScan]:
+    chunked = getattr(repo, "scan_archives", None)  # dedup: every chunk read once, every archive's sha256 rebuilt
+    done = chunked(sorted(kinds), parallelism) if chunked is not None and not deep else {}
+    kinds = {key: kind for key, kind in kinds.items() if key not in done}
     if not kinds:
-        return {}
+        return done
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(kinds))), thread_name_prefix="qbr-verify") as pool:
         futures = {key: pool.submit(scan_archive, repo, key, kind, deep=deep, counter=counter) for key, kind in kinds.items()}
-        return {key: future.result() for key, future in sorted(futures.items())}
+        return {**done, **{key: future.result() for key, future in sorted(futures.items())}}

@@ -1,0 +1,121 @@
+"""Mark and sweep for a dedup repository's chunks: what observe reads (the census) and what the
+sweep action does.
+
+Mark: every chunk list under `snapshots/` (a committed set's archive, or one a running or
+killed backup wrote before its set) keeps its chunks. Sweep: a chunk no chunk list names is
+deleted: at once when the archives that named it are deleted by the same plan, else once its
+newest trace (an index object naming it, or its own upload time) is older than the grace
+period, so a chunk a running or killed backup stored is never swept before then.
+
+The sweep keeps the index's promise (a confirmed entry names a chunk that exists): it writes
+the index without the doomed chunks first (a marker beside it, so a sweep killed halfway makes
+the next observe list the chunks and finish the job), then deletes them, then the marker.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from qbr import faultpoints
+from qbr.errors import NotFoundError, QbrError
+from qbr.records import SNAPSHOTS_PREFIX, utc_iso
+from qbr.repository.chunk_index import index_bytes, list_chunks, new_index_key, read_index_files
+from qbr.repository.chunks import ChunkList, chunk_key
+from qbr.world import ChunkCensus, ChunkIndexObject
+
+
+def read_lists(repo: Any, keys: list[str], parallelism: int = 8) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The distinct chunk ids each chunk list names (archives stored whole are left out), and the
+    keys of those that cannot be read."""
+    def one(key: str) -> tuple[str, tuple[str, ...] | None, bool]:
+        try:
+            listing = repo.read_list(key)
+        except NotFoundError:
+            return key, None, False
+        except QbrError:
+            return key, None, True
+        return key, None if listing is None else tuple(sorted(listing.ids())), False
+
+    lists, unreadable = {}, []
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-lists") as pool:
+        for key, ids, broken in pool.map(one, keys):
+            if broken:
+                unreadable.append(key)
+            elif ids is not None:
+                lists[key] = ids
+    return lists, unreadable
+
+
+def census(repo: Any, archive_keys: list[str], parallelism: int = 8) -> ChunkCensus:
+    """What the planner needs to sweep chunks, read without listing `chunks/` unless a marker
+    says the index may be short of the truth."""
+    files, broken = read_index_files(repo.inner)
+    lists, unreadable = read_lists(repo, archive_keys, parallelism)
+    index = tuple(ChunkIndexObject(f.key, utc_iso(f.modified), f.pending, f.chunks) for f in files)
+    indexed = {c for f in files for c in f.chunks}
+    unindexed: dict[str, tuple[int, str]] = {}
+    listed = bool(broken) or any(f.pending for f in files)
+    if listed:
+        for o in repo.inner.list("chunks/"):
+            cid = o.key.rsplit("/", 1)[-1]
+            if cid not in indexed and len(cid) == 64:
+                unindexed[cid] = (o.size, utc_iso(o.modified))
+    return ChunkCensus(index, lists, unindexed, tuple(sorted(unreadable)) + tuple(broken), listed)
+
+
+def live_chunks(repo: Any, parallelism: int = 8) -> set[str]:
+    """Mark, as things are now: every chunk some chunk list names."""
+    keys = [o.key for o in repo.inner.list(SNAPSHOTS_PREFIX)]
+    lists, unreadable = read_lists(repo, keys, parallelism)
+    if unreadable:
+        raise QbrError(f"chunk list {unreadable[0]} cannot be read, so no chunk is swept; run qbr verify")
+    return {c for ids in lists.values() for c in ids}
+
+
+def sweep(repo: Any, doomed: set[str], markers: list[str], *, relist: bool, parallelism: int = 8) -> dict[str, Any]:
+    """Delete the chunks of `doomed` that no chunk list names now; merge the index into one
+    object; remove the stale `markers`. With `relist`, chunks the index does not list yet (left
+    by a killed run) are listed and the survivors indexed."""
+    live = live_chunks(repo, parallelism)
+    doomed = doomed - live
+    files, broken = read_index_files(repo.inner)
+    if broken:
+        raise QbrError(f"the chunk index object {broken[0]} cannot be read; run qbr repair-index")
+    merged = {c: n for f in files if not f.pending for c, n in f.chunks.items()}
+    if relist:
+        merged.update({c: n for c, n in list_chunks(repo.inner).items() if c not in merged})
+    kept = {c: n for c, n in merged.items() if c not in doomed}
+    marker = new_index_key("-sweep.pending")
+    repo.inner.put_bytes(marker, index_bytes({}, pending=True))
+    repo.inner.put_bytes(new_index_key("-swept"), index_bytes(kept, pending=False))
+    for f in files:
+        if not f.pending:
+            repo.inner.delete(f.key)
+    faultpoints.reached("sweep.index_written")
+    repo.index.forget(doomed)
+    freed = sum(merged.get(c, 0) for c in doomed)
+
+    def remove(chunk_id: str) -> None:
+        repo.inner.delete(chunk_key(chunk_id))
+        faultpoints.reached("sweep.chunk_deleted")
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-sweep") as pool:
+        list(pool.map(remove, sorted(doomed)))
+    for key in markers + [marker]:
+        repo.inner.delete(key)
+    return {"chunks_deleted": len(doomed), "bytes_freed": freed, "index_objects_merged": sum(1 for f in files if not f.pending),
+            "chunks_indexed": len(kept)}
+
+
+def repair_index(repo: Any) -> str:
+    """`qbr repair-index`: the index made again from a listing of the chunks (the truth)."""
+    from qbr.repository.chunk_index import rebuild
+
+    chunks, removed = rebuild(repo.inner)
+    repo.index.reset()
+    return f"chunk index of {repo.describe()} rebuilt: {chunks} chunks listed, {removed} old index objects replaced"
+
+
+def read_archive_chunks(repo: Any, key: str) -> ChunkList | None:
+    return repo.read_list(key)

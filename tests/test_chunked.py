@@ -1,0 +1,170 @@
+"""The dedup repository wrapper (qbr.repository.chunked) over a folder: chunking, dedup,
+compression, rebuilds checked chunk by chunk, the chunk index and mixed encodings."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from qbr.errors import ChecksumError, QbrError
+from qbr.repository import open_local_repository
+from qbr.repository.chunk_index import ChunkIndex, read_index_files
+from qbr.repository.chunked import ChunkedRepository
+from qbr.repository.chunks import MAGIC, ChunkList, chunk_key
+
+MIB = 1 << 20
+
+
+def pieces(data: bytes, size: int = MIB) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def archive(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return ChunkedRepository(open_local_repository(tmp_path / "repo"))
+
+
+def stored_chunks(repo) -> dict[str, int]:
+    return {o.key: o.size for o in repo.inner.list("chunks/")}
+
+
+def test_an_archive_reads_back_byte_for_byte_and_a_small_change_stores_only_a_few_chunks(repo):
+    first = archive(1, 12 * MIB)
+    info = repo.put_stream("snapshots/c/one", pieces(first))
+    assert info.size == len(first)
+    before = stored_chunks(repo)
+    second = bytearray(first)
+    second[5 * MIB : 5 * MIB + 10] = b"0123456789"
+    repo.put_stream("snapshots/c/two", pieces(bytes(second), 300_000))
+    added = set(stored_chunks(repo)) - set(before)
+    assert 1 <= len(added) <= 2, "one edit touches at most two content-defined chunks"
+    with repo.open_read("snapshots/c/two") as chunks:
+        assert b"".join(chunks) == bytes(second)
+    assert repo.get_bytes("snapshots/c/one") == first
+    assert repo.head("snapshots/c/two").size == len(second)
+    assert repo.inner.get_bytes("snapshots/c/two").startswith(MAGIC)
+    assert repo.presigned_get("snapshots/c/two") is None
+
+
+def test_compressible_chunks_are_stored_compressed_and_random_ones_as_they_are(repo):
+    text = b"".join(b'{"id": %d, "payload": {"tag": "v1"}}\n' % i for i in range(200_000))
+    noise = os.urandom(3 * MIB)
+    repo.put_stream("snapshots/c/text", pieces(text))
+    text_stored = sum(stored_chunks(repo).values())
+    assert text_stored < len(text) / 4
+    repo.put_stream("snapshots/c/noise", pieces(noise))
+    assert sum(stored_chunks(repo).values()) - text_stored == pytest.approx(len(noise), rel=0.01)
+    assert repo.get_bytes("snapshots/c/text") == text
+
+
+def test_compression_none_stores_chunks_as_they_are(tmp_path):
+    repo = ChunkedRepository(open_local_repository(tmp_path / "r"), compression="none")
+    text = b"abc" * MIB
+    repo.put_stream("snapshots/c/a", pieces(text))
+    assert sum(stored_chunks(repo).values()) == len(text) + len(stored_chunks(repo))  # one encoding byte each
+
+
+def test_a_stream_that_fails_leaves_no_archive_and_what_it_stored_is_in_the_index(repo):
+    data = archive(2, 6 * MIB)
+
+    def failing():
+        yield from pieces(data)[:5]
+        raise ChecksumError("cut short")
+
+    with pytest.raises(ChecksumError, match="cut short"):
+        repo.put_stream("snapshots/c/bad", failing())
+    assert repo.inner.head("snapshots/c/bad") is None
+    files, broken = read_index_files(repo.inner)
+    assert not broken and not any(f.pending for f in files), "the pending marker is removed once its chunks are confirmed"
+    indexed = {cid for f in files for cid in f.chunks}
+    assert {k.rsplit("/", 1)[1] for k in stored_chunks(repo)} == indexed
+
+
+def test_a_damaged_chunk_is_named_when_the_archive_is_read_and_a_missing_one_before(repo):
+    data = archive(3, 4 * MIB)
+    repo.put_stream("snapshots/c/a", pieces(data))
+    listing = ChunkList.parse(repo.inner.get_bytes("snapshots/c/a"), "snapshots/c/a")
+    victim = listing.chunks[1][0]
+    path = repo.inner.root / chunk_key(victim)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ChecksumError, match=f"chunk {victim} .*damaged"):
+        with repo.open_read("snapshots/c/a") as chunks:
+            b"".join(chunks)
+    path.unlink()
+    repo.index.reset()
+    (repo.inner.root / "index").rename(repo.inner.root / "index-gone")  # no index: it is rebuilt from the chunks
+    with pytest.raises(ChecksumError, match=f"chunk {victim} of archive snapshots/c/a is missing"):
+        repo.check_archive("snapshots/c/a", len(data))
+    assert [o.key for o in repo.inner.list("index/")], "the index was rebuilt from a listing"
+
+
+def test_whole_archives_and_chunked_ones_share_a_repository(repo):
+    whole = archive(4, 2 * MIB)
+    repo.inner.put_stream("snapshots/c/whole", pieces(whole))
+    with repo.open_read("snapshots/c/whole") as chunks:
+        assert b"".join(chunks) == whole
+    assert repo.head("snapshots/c/whole").size == len(whole)
+    repo.check_archive("snapshots/c/whole", len(whole))  # nothing to check: it is one object
+    assert repo.put_bytes("sets/b/x.json", b"{}").size == 2 and repo.get_bytes("sets/b/x.json") == b"{}"
+
+
+def test_the_index_is_a_cache_dedup_never_trusts_a_pending_entry(repo):
+    data = archive(5, 3 * MIB)
+    repo.put_stream("snapshots/c/a", pieces(data))
+    index = ChunkIndex(repo.inner)
+    ids = set(index.known())
+    assert ids and all(index.exists(i) for i in ids)
+    (repo.inner.root / "index").rename(repo.inner.root / "old-index")
+    index.announce("index/killed.pending.json", {})
+    with pytest.raises(QbrError):
+        ChunkList.parse(b"not a list", "k")
+    assert set(ChunkIndex(repo.inner).known()) == ids, "a missing index is rebuilt from the stored chunks"
+
+
+MANIFEST = """
+version: 1
+clusters:
+  prod: {url: "http://127.0.0.1:6333"}
+repositories:
+  main: {path: ./b%s}
+backups:
+  nightly: {cluster: prod, repository: main, rpo: 1h}
+"""
+
+
+def test_dedup_is_off_by_default_and_its_keys_are_checked(tmp_path):
+    from qbr.errors import ManifestError
+    from qbr.manifest import load_manifest
+
+    def load(extra: str):
+        path = tmp_path / "qbr.yaml"
+        path.write_text(MANIFEST % extra)
+        return load_manifest(path).repositories["main"]
+
+    plain = load("")
+    assert (plain.dedup, plain.compression, plain.compression_level) == (False, "zstd", 3)
+    chosen = load(", dedup: true, compression: none, compression_level: 9")
+    assert (chosen.dedup, chosen.compression, chosen.compression_level) == (True, "none", 9)
+    with pytest.raises(ManifestError, match="compression"):
+        load(", dedup: true, compression: lz4")
+    with pytest.raises(ManifestError, match="compression_level"):
+        load(", dedup: true, compression_level: 40")
+
+
+def test_a_dedup_repository_is_opened_wrapped_and_never_presigns(tmp_path):
+    from qbr.connections import Connections
+    from qbr.manifest import load_manifest
+
+    path = tmp_path / "qbr.yaml"
+    path.write_text(MANIFEST % ", dedup: true")
+    with Connections(load_manifest(path)) as connections:
+        assert isinstance(connections.repository("main"), ChunkedRepository)
+        assert connections.can_presign("main") is False
