@@ -10,6 +10,7 @@ from qbr import __version__
 from qbr.cli_common import (
     TEST_CLOCK_SWITCH,  # noqa: F401 - tests and docs name it here
     color,
+    identity_option,
     load,
     manifest_option,
     metrics_option,
@@ -21,6 +22,7 @@ from qbr.cli_common import (
 )
 from qbr.dedup_commands import export_command, repair_index_command
 from qbr.errors import QbrError
+from qbr.rekey_command import rekey_command
 from qbr.sets_command import sets_group
 
 
@@ -80,9 +82,11 @@ def validate(manifest_file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (schemas/plan.v1.json).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it, and say what qbr retries.")
+@click.option("--rekey", is_flag=True, help="Plan only encrypting sets again for their repository's current recipients (qbr rekey).")
 @parallelism_option
 @now_option
-def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, parallelism, now_text) -> None:
+@identity_option
+def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, rekey, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
     import logging
 
@@ -93,7 +97,7 @@ def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, p
     clock = run_clock(now_text)
     manifest = load(manifest_file)
     with logs_to(echo_log(lambda line: click.echo(line, err=True)), logging.INFO if verbose else logging.WARNING):
-        plan = plan_once(manifest, parallelism=parallelism, now=clock())
+        plan = plan_once(manifest, parallelism=parallelism, now=clock(), rekey=rekey)
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
@@ -148,6 +152,7 @@ def show_command(plan_file, as_json, output_format, verbose) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also say what qbr retries and waits for (on stderr).")
 @metrics_option
 @click.option("--now", "now_text", default=None, hidden=True)  # tests only, with QBR_TEST_CLOCK=1
+@identity_option
 @click.pass_context
 def apply_command(ctx, manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
@@ -284,6 +289,7 @@ def status_command(manifest_file, as_json, parallelism, metrics_file, now_text) 
 )
 @parallelism_option
 @metrics_option
+@identity_option
 def verify_command(manifest_file, backup_name, deep, restore_cluster, parallelism, metrics_file) -> None:
     """Re-read every archive of every set and check its size and sha256. Exit 0 if all is whole, 1 if not."""
     from qbr.connections import Connections
@@ -323,6 +329,7 @@ def completion_command(shell) -> None:
 cli.add_command(sets_group)
 cli.add_command(export_command)
 cli.add_command(repair_index_command)
+cli.add_command(rekey_command)
 
 
 def main() -> None:

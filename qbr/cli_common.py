@@ -92,3 +92,23 @@ def write_private(path: str, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.chmod(path, 0o600)
+
+
+def identity_option(func):
+    """--identity FILE: the age identity (or ssh private key) that opens encrypted backups."""
+
+    def remember(ctx, param, value):
+        from qbr.encryption import KEYRING
+
+        KEYRING.use_file(value)  # None: $QBR_AGE_IDENTITY_FILE, read when first needed
+        return value
+
+    return click.option(
+        "--identity",
+        default=None,
+        metavar="FILE",
+        expose_value=False,
+        callback=remember,
+        help="An age identity file or ssh private key that opens encrypted backups (default $QBR_AGE_IDENTITY_FILE); "
+        "never stored by qbr.",
+    )(func)

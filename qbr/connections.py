@@ -16,7 +16,7 @@ import httpx
 from qbr.errors import QbrError
 from qbr.manifest import ClusterConfig, Manifest, RepositoryConfig
 from qbr.qdrant import NodeRef, QdrantClient, rest_urls_from_cluster
-from qbr.repository import open_local_repository, open_s3_repository
+from qbr.repository import open_s3_repository
 from qbr.repository.base import Repository
 from qbr.repository.server_side import ServerSideCopier
 
@@ -151,13 +151,15 @@ class Connections:
 
 def open_repository(config: RepositoryConfig) -> Repository:
     """A repository from its manifest entry (S3 credentials come from the AWS chain only)."""
+    from qbr.repository.protection import open_folder, protect
+
     if config.kind == "s3":
-        return open_s3_repository(
+        return protect(open_s3_repository(
             config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region,
             name=config.name, **config.s3.client_settings(),
-        )
+        ), config)
     assert config.path is not None
-    return open_local_repository(config.path)
+    return open_folder(config)
 
 
 def _http_transport(config: ClusterConfig) -> httpx.HTTPTransport:

@@ -36,7 +36,7 @@ from qbr import __version__
 from qbr.errors import LockError, NotFoundError, QbrError, RepositoryError
 from qbr.manifest import Manifest, RepositoryConfig
 from qbr.records import parse_utc, utc_iso
-from qbr.repository import conditional_writes_gap, open_local_repository, open_s3_repository
+from qbr.repository import conditional_writes_gap, open_s3_repository
 from qbr.repository.base import PreconditionFailed, Repository
 
 REPOSITORY_LOCK_KEY = "locks/exclusive.json"
@@ -107,15 +107,17 @@ class LockTarget:
 def repository_target(config: RepositoryConfig) -> LockTarget:
     """The lock of a manifest repository, ordered by where the repository is (not by its name,
     which another manifest may spell differently)."""
+    from qbr.repository.protection import open_folder, protect
+
     if config.kind == "s3":
-        repo = open_s3_repository(
+        repo = protect(open_s3_repository(
             config.bucket or "", prefix=config.prefix, endpoint_url=config.endpoint_url, region=config.region, name=config.name,
             **config.s3.client_settings(),
-        )
+        ), config)
         identity = f"s3 {config.endpoint_url or ''} {config.bucket}/{config.prefix}"
     else:
         assert config.path is not None
-        repo = open_local_repository(config.path)
+        repo = open_folder(config)
         identity = f"path {os.path.realpath(config.path)}"
     where = f"the repository {config.name} ({repo.describe()})"
     return LockTarget(repo, REPOSITORY_LOCK_KEY, f"the lock of repository {config.name}", where, (1, identity),

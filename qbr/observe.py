@@ -195,6 +195,7 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
     # A store that cannot list or abort unfinished uploads: that cleanup is skipped, and said.
     abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)
+    locked = _observe_locks(connections, name, repo, sets, archives)
     return ObservedRepository(
         name=name,
         description=repo.describe(),
@@ -205,7 +206,26 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
         broken_sets=broken,
         store_gaps=gaps,
         chunks=chunks,
+        locked_until=locked,
     )
+
+
+def _observe_locks(connections: Connections, name: str, repo: Any, sets: tuple[SetRecord, ...], archives: dict[str, Any]) -> dict[str, str]:
+    """Object Lock retain-until dates of the set records, and of archives no set references (those
+    garbage collection may delete): what the planner must not try to delete before its time."""
+    if connections.manifest.repositories[name].object_lock is None:
+        return {}
+    from qbr.records import set_key
+    from qbr.repository.protection import retention
+
+    referenced = {k for s in sets for k in s.archive_keys()}
+    keys = [set_key(s.backup, s.set_id) for s in sets] + [k for k in archives if k not in referenced]
+    inner = _Pool(connections.parallelism)
+    try:
+        found = inner.map(lambda key: (key, retention(repo, key)), keys)
+    finally:
+        inner.close()
+    return {key: utc_iso(held[1]) for key, held in found if held is not None}
 
 
 def _read_set(repo: Any, key: str) -> SetRecord | BrokenSet | None:
@@ -215,9 +235,12 @@ def _read_set(repo: Any, key: str) -> SetRecord | BrokenSet | None:
     except NotFoundError:
         return None  # deleted between list and get
     try:
-        return SetRecord.from_json(raw, key)
+        record = SetRecord.from_json(raw, key)
     except QbrError as error:
         return BrokenSet(key, str(error))
+    from qbr.sealed_records import try_open
+
+    return try_open(record)  # an encrypted record's config and aliases, when the run has its identity
 
 
 def _observe_adoption(adopt: AdoptConfig) -> ObservedAdoption:

@@ -20,6 +20,9 @@ from typing import Any
 from qbr.errors import QbrError
 
 SET_FORMAT_VERSION = 1
+#: Records whose sensitive parts are encrypted (qbr.encryption): a qbr that cannot read them
+#: must refuse them rather than restore a collection without its config.
+ENCRYPTED_FORMAT_VERSION = 2
 SETS_PREFIX = "sets/"
 SNAPSHOTS_PREFIX = "snapshots/"
 _SET_KEY = re.compile(r"^sets/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/([0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?)\.json$")
@@ -69,8 +72,9 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-#: Fields added later: left out of a record's JSON while unset, so older records read exactly as before.
-_OPTIONAL = frozenset({"encoding"})
+#: Fields added with encryption: left out of a record's JSON while unset, so plain records read
+#: exactly as before.
+_OPTIONAL = frozenset({"encryption", "stored_size", "stored_sha256", "sealed", "sealed_aliases", "encoding"})
 
 
 def _without_unset(value: Any) -> Any:
@@ -96,9 +100,19 @@ class ArchiveRecord:
     # stands for its integrity, and verify computes the hash when it reads the archive.
     etag: str | None = None
     adopted_from: str | None = None  # s3://bucket/key of the snapshot it was adopted from
+    # Encrypted to age recipients ("age"): `size` and `sha256` are the snapshot's (what Qdrant
+    # made and is given back), `stored_size` and `stored_sha256` the encrypted object's.
+    encryption: str | None = None
+    stored_size: int | None = None
+    stored_sha256: str | None = None
     # None: the archive is one object, byte for byte what Qdrant made; "chunks": its key holds a
     # chunk list and the bytes are content-defined chunks stored once by hash (qbr.repository.chunked).
     encoding: str | None = None
+
+    @property
+    def object_size(self) -> int:
+        """The size of the object in the repository."""
+        return self.stored_size if self.stored_size is not None else self.size
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,11 @@ class CollectionRecord:
     points_range: tuple[int, int] | None = None
     payload_schema: dict[str, Any] = field(default_factory=dict)  # field -> {data_type, params}: re-created on restore
     shard_keys: tuple[dict[str, Any], ...] = ()  # custom sharding: ({"key": k, "shard_ids": [...]}, ...)
+    # Encrypted sets: config, payload_schema and shard_keys sealed together (they describe the
+    # archives, and are carried with them), the aliases sealed apart (each set seals its own).
+    # Until unsealed, those fields are empty; config_sha256 and points_count stay readable.
+    sealed: str | None = None
+    sealed_aliases: str | None = None
 
 
 def _points_range(raw: Any) -> tuple[int, int] | None:
@@ -141,6 +160,13 @@ class SetRecord:
     completed: str | None = None
     qbr_version: str | None = None
     format_version: int = SET_FORMAT_VERSION
+    # {"method": "age", "recipients": [...public keys...]}: who can read the sealed parts and archives.
+    encryption: dict[str, Any] | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """Some sensitive part is still encrypted (no identity was at hand to open it)."""
+        return any(c.sealed is not None and not c.config for c in self.collections.values())
 
     @property
     def created_at(self) -> datetime:
@@ -157,7 +183,7 @@ class SetRecord:
         """Build from parsed JSON; a malformed record is a QbrError naming the set."""
         try:
             version = int(data.get("format_version", 0))
-            if version > SET_FORMAT_VERSION:
+            if version > ENCRYPTED_FORMAT_VERSION:
                 raise QbrError(
                     f"set {data.get('set_id')!r} was written by a newer qbr (format {version}); upgrade qbr"
                 )
@@ -174,6 +200,9 @@ class SetRecord:
                         points_count=None if a.get("points_count") is None else int(a["points_count"]),
                         etag=a.get("etag"),
                         adopted_from=a.get("adopted_from"),
+                        encryption=a.get("encryption"),
+                        stored_size=None if a.get("stored_size") is None else int(a["stored_size"]),
+                        stored_sha256=a.get("stored_sha256"),
                         encoding=a.get("encoding"),
                     )
                     for a in raw["archives"]
@@ -191,6 +220,8 @@ class SetRecord:
                     points_range=_points_range(raw.get("points_range")),
                     payload_schema=dict(raw.get("payload_schema") or {}),
                     shard_keys=tuple(dict(k) for k in raw.get("shard_keys") or ()),
+                    sealed=raw.get("sealed"),
+                    sealed_aliases=raw.get("sealed_aliases"),
                 )
             record = SetRecord(
                 backup=str(data["backup"]),
@@ -202,6 +233,7 @@ class SetRecord:
                 completed=data.get("completed"),
                 qbr_version=data.get("qbr_version"),
                 format_version=version,
+                encryption=dict(data["encryption"]) if data.get("encryption") else None,
             )
             parse_utc(record.created)
             return record

@@ -173,3 +173,92 @@ def decide_retention(sets: Iterable[SetSummary], policy: RetentionPolicy) -> lis
         else:
             decisions.append(RetentionDecision(summary.set_id, summary.created, False, (not_kept,)))
     return decisions
+
+
+# -- Object Lock: how long retention is sure to keep a set ------------------------------------
+
+
+def _period_end(rule: str, t: datetime) -> datetime:
+    """The first moment after the period (of `rule`) that holds `t`, in UTC."""
+    t = _utc(t)
+    if rule == "hourly":
+        return t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if rule == "daily":
+        return day + timedelta(days=1)
+    if rule == "weekly":
+        return day + timedelta(days=7 - t.weekday())
+    if rule == "monthly":
+        return day.replace(year=t.year + (t.month == 12), month=t.month % 12 + 1, day=1)
+    return day.replace(year=t.year + 1, month=1, day=1)
+
+
+def protected_until(sets: Iterable[SetSummary], policy: RetentionPolicy, rpo: timedelta, now: datetime) -> dict[str, datetime]:
+    """For each set the policy keeps: the earliest moment it could stop keeping it, if new sets
+    arrived as fast as qbr makes them (one per `rpo`, the first one rpo after the newest set, or
+    at the latest whole rpo before `now` when backups are late). Until then no deletion of it is
+    ever right, so an Object Lock to that moment never stands in retention's way for long.
+
+    Rule by rule: keep_last n lets a set go at the arrival that makes n sets newer; within d at
+    the first arrival more than d after it; a period rule (hourly ... yearly n) at the first
+    arrival in its own period (it is then no longer the newest of it) or the arrival that makes
+    n newer periods hold sets; "newest" at the first arrival. A set is kept while any rule keeps
+    it, so it is protected until the latest of those moments. A policy with no rules keeps every
+    set for ever: nothing is returned (no lock is set). Sets not kept get no entry. Pure."""
+    if rpo <= timedelta(0):
+        raise ValueError("rpo must be positive")
+    decisions = [d for d in decide_retention(sets, policy) if d.keep and d.reasons != (INCOMPLETE,)]
+    complete = [s for s in _newest_first(sets) if s.complete]
+    if not complete or not decisions or (not _rules_in_force(policy) and _within_in_force(policy) is None):
+        return {}
+    newest = _utc(complete[0].created)
+    first = newest + rpo * max(1, (_utc(now) - newest) // rpo)
+
+    def arrival_after(moment: datetime) -> datetime:
+        """The first assumed arrival strictly after `moment` (or `first`)."""
+        if moment < first:
+            return first
+        return first + rpo * ((moment - first) // rpo + 1)
+
+    until: dict[str, datetime] = {}
+    for index, summary in enumerate(complete):
+        created = _utc(summary.created)
+        if not any(d.set_id == summary.set_id for d in decisions):
+            continue
+        moments: list[datetime] = []
+        newer = complete[:index]
+        for name, count in _rules_in_force(policy):
+            if name == "keep_last":
+                if index < count:
+                    moments.append(first + rpo * (count - index - 1))
+                continue
+            mine = _bucket(name, summary)
+            buckets = list(dict.fromkeys(_bucket(name, s) for s in newer))
+            if mine in buckets or len(buckets) >= count:
+                continue  # not kept by this rule now
+            moments.append(_period_moment(name, count - len(buckets), mine, buckets[0] if buckets else mine, first, rpo))
+        within = _within_in_force(policy)
+        if within is not None and newest - within <= created:
+            moments.append(arrival_after(created + within))
+        if index == 0:
+            moments.append(first)
+        if moments:
+            until[summary.set_id] = max(moments)
+    return until
+
+
+def _period_moment(rule: str, room: int, mine: Hashable, newest_bucket: Hashable, first: datetime, rpo: timedelta) -> datetime:
+    """When arrivals (first, first+rpo, ...) either land in the set's own period `mine` or fill
+    `room` more periods newer than `newest_bucket`."""
+    t, last = first, newest_bucket
+    while True:
+        key = _PERIOD_KEYS[rule](t)
+        if key == mine:
+            return t
+        if key != last:
+            room -= 1
+            last = key
+            if room == 0:
+                return t
+        end = _period_end(rule, t)
+        t = first + rpo * max(-(-(end - first) // rpo), (t - first) // rpo + 1)

@@ -29,10 +29,12 @@ __all__ = ["LockInfo", "StateLock", "StateStore", "force_unlock", "lease_duratio
 
 def _store_for(location: StateLocation) -> tuple[Repository, str]:
     if location.kind == "s3":
-        repo = open_s3_repository(
+        from qbr.repository.protection import protect
+
+        repo = protect(open_s3_repository(
             location.bucket or "", prefix="", endpoint_url=location.endpoint_url, region=location.region,
             **location.s3.client_settings(),
-        )
+        ), location)
         return repo, location.key or "qbr/state.json"
     assert location.path is not None
     path = Path(location.path)

@@ -40,6 +40,8 @@ class BackupStatus:
     # take in the repository, and unique_bytes / that (dedup and compression together).
     stored_bytes: int | None = None
     dedup_ratio: float | None = None
+    # S3 Object Lock: (set id, retained until, for how long yet) of each set still protected.
+    protected: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
                 unique_bytes=sum(sizes.values()),
                 collections=tuple(sorted(newest.collections)) if newest else (),
                 **dedup_sizes(repo, sizes),
+                protected=protection(repo, backup.name, now),
             )
         )
     restores = {}
@@ -118,6 +121,18 @@ def build_status(manifest: Manifest, repositories: dict[str, ObservedRepository]
         )
     return StatusReport(now=utc_iso(now), backups=tuple(backups), restores=restores,
                         recommendations=lifecycle_recommendations(repositories, now))
+
+
+def protection(repo: ObservedRepository, backup: str, now: datetime) -> tuple[tuple[str, str, str], ...]:
+    """The sets of `backup` whose record S3 Object Lock still retains: (set id, until, time left)."""
+    from qbr.records import set_key
+
+    found = []
+    for record in repo.sets_of(backup):
+        until = repo.locked_until.get(set_key(backup, record.set_id))
+        if until is not None and parse_utc(until) > now:
+            found.append((record.set_id, until, format_duration(parse_utc(until) - now)))
+    return tuple(found)
 
 
 def dedup_sizes(repo: ObservedRepository, sizes: dict[str, int]) -> dict[str, Any]:

@@ -33,13 +33,13 @@ class Clock:
         return self.fixed if self.fixed is not None else datetime.now(timezone.utc)
 
 
-def plan_once(manifest: Manifest, *, parallelism: int, now: datetime) -> Plan:
+def plan_once(manifest: Manifest, *, parallelism: int, now: datetime, rekey: bool = False) -> Plan:
     """Observe the world and plan, without taking the lock or writing anything."""
     store = StateStore(manifest.state)
     state = store.read()
     with Connections(manifest, parallelism) as connections:
         observed = observe(manifest, connections)
-    return make_plan(manifest, observed, state, now)
+    return make_plan(manifest, observed, state, now, rekey=rekey)
 
 
 def check_plan_fits(plan: Plan, manifest: Manifest, state: State) -> None:
@@ -78,6 +78,7 @@ def apply_locked(
     on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
     should_stop: Callable[[], bool] = lambda: False,
     should_abandon: Callable[[], bool] = lambda: False,
+    rekey: bool = False,
 ) -> ApplyReport | None:
     """Take the locks (the state's, then each written repository's), (re)check or make the plan,
     confirm, run it; the locks are released however it ends. None when nothing ran."""
@@ -93,7 +94,7 @@ def apply_locked(
                 plan = saved_plan
             else:
                 observed = observe(manifest, connections)
-                plan = make_plan(manifest, observed, state, clock())
+                plan = make_plan(manifest, observed, state, clock(), rekey=rekey)
             on_plan(plan)
             if not plan.has_changes:
                 return None

@@ -129,6 +129,9 @@ class ObservedRepository:
     # AbortMultipartUpload), one sentence each, saying what to set up instead: plan warnings.
     store_gaps: tuple[str, ...] = ()
     chunks: ChunkCensus | None = None  # a dedup repository's chunks (None: archives stored whole only)
+    # Object Lock (repositories that declare it): set record and unreferenced archive key -> the
+    # UTC ISO moment its current version is retained until, as S3 reports it.
+    locked_until: dict[str, str] = field(default_factory=dict)
 
     def sets_of(self, backup: str) -> list[SetRecord]:
         """Complete sets of one backup, newest first."""

@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end with tiny sizes and print their ratio lines (so they do not rot).
 
-The five run at once, as real processes (each starts its own emulator, and moto where needed).
+The six run at once, as real processes (each starts its own emulator, and moto where needed).
 Speed is never asserted here: only that each script measured what it says it measures.
 """
 
@@ -23,6 +23,7 @@ RUNS = {
     "parallel": ["--collections", "3", "--size-mib", "1", "--rate-mib", "64", "--snapshot-latency", "0",
                  "--parallelism", "1", "3", "--repeat", "1"],
     "logical_copy": ["--points", "300", "--dim", "8", "--batch", "50", "--target-nodes", "2", "--shards", "2"],
+    "encryption": ["--size-mib", "1", "2", "--repeat", "1"],
 }
 
 
@@ -109,3 +110,11 @@ def test_logical_copy_compares_qbr_with_a_plain_scroll_and_upsert_loop(runs):
     out = runs["logical_copy"].stdout
     assert "plain scroll+upsert loop (httpx)" in out and "qbr copy_collection --parallelism 4" in out
     assert "300 points of 8 floats" in out
+
+
+def test_encryption_compares_encrypted_transfers_with_plain_ones(runs):
+    found = ratios(runs["encryption"])
+    assert set(found) == {"encrypted_backup_vs_plain_1mib", "encrypted_restore_vs_plain_1mib", "encrypted_backup_vs_plain_2mib",
+                          "encrypted_restore_vs_plain_2mib", "encrypted_traced_peak_2_vs_1mib"}
+    assert all(v > 0 for v in found.values())
+    assert "age backup MiB/s" in runs["encryption"].stdout

@@ -825,9 +825,10 @@ def test_field_names_others_code_against():
         "name", "urls", "api_key", "rest_port", "timeout", "discover", "snapshot_timeout", "snapshot_storage", "tls"
     ]
     assert [f.name for f in dataclasses.fields(m.repositories["main"])] == [
-        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "s3", "dedup", "compression", "compression_level"
+        "name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "s3", "encryption", "sse", "object_lock", "group",
+        "dedup", "compression", "compression_level",
     ]
-    assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region", "s3"]
+    assert [f.name for f in dataclasses.fields(m.state)] == ["kind", "path", "bucket", "key", "endpoint_url", "region", "s3", "sse"]
     assert [f.name for f in dataclasses.fields(m.backups["nightly"])] == [
         "name", "cluster", "repository", "collections", "rpo", "only_changed", "aliases", "retention", "max_reference_age"
     ]

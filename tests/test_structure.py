@@ -26,7 +26,7 @@ def test_importing_the_planner_loads_no_client_no_store_and_no_parser():
     code = (
         "import sys, qbr.planner, qbr.retention, qbr.world, qbr.state, qbr.plan, qbr.actions; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'httpx', 'botocore', 'boto3', 'click', 'yaml', 'jsonschema', 'pyfastcdc', 'zstandard', 'blake3'} or m in "
+        "{'httpx', 'botocore', 'boto3', 'click', 'yaml', 'jsonschema', 'pyrage', 'pyfastcdc', 'zstandard', 'blake3'} or m in "
         "{'qbr.state_store', 'qbr.qdrant', 'qbr.connections', 'qbr.observe', 'qbr.repository'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from qbr import __version__, faultpoints
 from qbr.actions import params_of
-from qbr.apply import adopt, aliases, backup, cleanup, logical_copy, restore
+from qbr.apply import adopt, aliases, at_rest, backup, cleanup, logical_copy, restore
 from qbr.apply.chunk_sweep import sweep_chunks
 from qbr.connections import Connections
 from qbr.errors import QbrError
@@ -54,6 +54,8 @@ HANDLERS: dict[str, Handler] = {
     "update_aliases": Handler(_no_check, aliases.update_aliases),
     "adopt_set": Handler(adopt.check_adopt_set, adopt.adopt_set),
     "sweep_chunks": Handler(_no_check, sweep_chunks),
+    "retain_set": Handler(_no_check, at_rest.retain_set),
+    "rekey_set": Handler(at_rest.check_rekey_set, at_rest.rekey_set),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from qbr import __version__, faultpoints
 from qbr.actions import CommitSet, CopyArchive
-from qbr.apply import snapshot_store
+from qbr.apply import at_rest, snapshot_store
 from qbr.apply.context import ActionContext
 from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.records import (
@@ -69,11 +69,13 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         snapshot = _make_snapshot(ctx, p, client)
         after = client.count_points(p.collection, exact=True)
         landed = snapshot_store.locate(ctx, p, snapshot) if p.snapshot_store else None
+        stored: Digest | None = None
         if p.server_side and landed is not None:
             size, etag, key = snapshot_store.copy_in(ctx, p, client, snapshot, landed)
             digest = Digest(size=size, sha256=None)
         else:
-            digest, key = _store_snapshot(ctx, p, client, snapshot)
+            digest, key, stored = _store_snapshot(ctx, p, client, snapshot)
+    sealed = at_rest.recipients_of(ctx, p.repository) if stored is not None else None
     archive = ArchiveRecord(
         key=key,
         size=digest.size,
@@ -83,6 +85,9 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         shard_ids=tuple(p.shard_ids),
         node=p.node,
         points_count=shard_points if p.shard_id is not None else before,
+        encryption=at_rest.label(sealed[1]) if sealed is not None and stored is not None else None,
+        stored_size=stored.size if stored is not None else None,
+        stored_sha256=stored.sha256 if stored is not None else None,
         encoding=None if p.server_side and landed is not None else getattr(ctx.connections.repository(p.repository), "archive_encoding", None),
     )
     return {
@@ -174,24 +179,27 @@ def _adopt_snapshot(client: Any, p: CopyArchive, before: set[str], error: Outcom
     )
 
 
-def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: Any) -> tuple[Digest, str]:
-    """Stream the snapshot into the repository with its sha256 checked, then delete it from the
-    node so Qdrant's disk does not fill."""
+def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: Any) -> tuple[Digest, str, Digest | None]:
+    """Stream the snapshot into the repository with its sha256 checked (encrypted on the way to
+    an encrypted repository: then the stored object's digest is returned too), then delete it
+    from the node so Qdrant's disk does not fill."""
     key = archive_key(p.collection, p.backup, p.set_id, snapshot.name)
     repo = ctx.connections.repository(p.repository)
     what = f"snapshot {snapshot.name} of collection {p.collection} from node {p.node}"
-    digest = Digest()
+    recipients = at_rest.recipients_of(ctx, p.repository)
+    digest, stored = Digest(), None
     ctx.progress.expect(snapshot.size)
     for attempt in range(1, COPY_ATTEMPTS + 1):
         try:
             with client.download_snapshot(p.collection, snapshot.name, shard_id=p.shard_id) as stream:
                 digest = Digest()
-                repo.put_stream(
-                    key,
-                    verified(stream, digest, what=what, expected_size=snapshot.size,
-                             expected_sha256=snapshot.checksum, progress=ctx.progress),
-                    size=snapshot.size if snapshot.size is not None else stream.size,  # S3 sizes its parts by it
-                )
+                size = snapshot.size if snapshot.size is not None else stream.size  # S3 sizes its parts by it
+                plain = verified(stream, digest, what=what, expected_size=snapshot.size,
+                                 expected_sha256=snapshot.checksum, progress=ctx.progress)
+                if recipients is not None:
+                    stored = at_rest.put_encrypted(repo, key, plain, recipients[0], size, what)
+                else:
+                    repo.put_stream(key, plain, size=size)
             break
         except QbrError as error:
             if attempt == COPY_ATTEMPTS or not _worth_retrying(error):
@@ -200,7 +208,7 @@ def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: A
     client.delete_snapshot(p.collection, snapshot.name, shard_id=p.shard_id, missing_ok=True)
     faultpoints.reached("snapshot.deleted")
     ctx.forget_node_snapshot({**_where(p), "name": snapshot.name})
-    return digest, key
+    return digest, key, stored
 
 
 def _worth_retrying(error: QbrError) -> bool:
@@ -255,7 +263,7 @@ def commit_set(ctx: ActionContext, p: CommitSet, action_id: str) -> dict[str, An
         ).collections[name]
         for archive in carried.archives:
             head = repo.head(archive.key)
-            if head is None or head.size != archive.size:
+            if head is None or head.size != archive.object_size:
                 raise PreconditionError(
                     f"archive {archive.key} that set {p.set_id} would reference is missing; run qbr plan again"
                 )
@@ -274,6 +282,10 @@ def commit_set(ctx: ActionContext, p: CommitSet, action_id: str) -> dict[str, An
         completed=utc_iso(ctx.now()),
         qbr_version=__version__,
     )
+    sealing = at_rest.recipients_of(ctx, p.repository)
+    if sealing is not None:  # configs, aliases, payload schemas and shard keys: for the recipients only
+        wanted = at_rest.config_of(ctx, p.repository).encryption
+        record = at_rest.seal_record(record, sealing[0], sealing[1], wanted.recipients)
     faultpoints.reached("set.before_write")
     from qbr.repository import NotFoundError, PreconditionFailed
 

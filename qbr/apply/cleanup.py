@@ -9,6 +9,7 @@ from typing import Any
 
 from qbr import faultpoints
 from qbr.actions import AbortUpload, DeleteArchive, DeleteNodeSnapshot, DeleteSet
+from qbr.apply import at_rest
 from qbr.apply.context import ActionContext
 from qbr.errors import NotFoundError, PreconditionError
 from qbr.records import SETS_PREFIX, SetRecord, parse_set_key, parse_utc, set_key
@@ -34,7 +35,7 @@ def delete_set(ctx: ActionContext, p: DeleteSet, action_id: str) -> dict[str, An
     if repo.head(key) is None:
         return {"journal": {"set": key, "already_gone": True}}
     faultpoints.reached("set.before_delete")
-    repo.delete(key)
+    at_rest.delete_object(ctx, p.repository, key)  # every version, on an Object Lock bucket
     faultpoints.reached("set.deleted")
     return {"journal": {"set": key}}
 
@@ -55,9 +56,8 @@ def check_delete_archive(ctx: ActionContext, p: DeleteArchive, pre: dict[str, An
 
 
 def delete_archive(ctx: ActionContext, p: DeleteArchive, action_id: str) -> dict[str, Any]:
-    repo = ctx.connections.repository(p.repository)
     faultpoints.reached("archive.before_delete")
-    repo.delete(p.key)
+    at_rest.delete_object(ctx, p.repository, p.key)
     faultpoints.reached("archive.deleted")
     return {"journal": {"archive": p.key}}
 

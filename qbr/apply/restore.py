@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from qbr import faultpoints
 from qbr.actions import RestoreCollection
+from qbr.apply.at_rest import plaintext
 from qbr.apply.context import ActionContext
 from qbr.apply.target_shape import (
     compatible,
@@ -30,6 +31,7 @@ from qbr.apply.target_shape import (
 from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
+from qbr.sealed_records import opened
 from qbr.transfer import Digest, verified
 
 PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
@@ -63,6 +65,8 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         record = SetRecord.from_json(repo.get_bytes(key), key)
     except QbrError as error:
         raise QbrError(f"cannot read set {p.backup}/{p.set_id} to restore from: {error}") from None
+    # An encrypted set opens with the run's identity, or the restore stops here, before the target is touched.
+    record = opened(record, f"restoring encrypted set {p.backup}/{p.set_id}")
     source = record.collections.get(p.source_collection)
     if source is None:
         raise QbrError(f"set {p.set_id} holds no collection {p.source_collection}; run qbr plan again")
@@ -70,14 +74,14 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         head = repo.head(archive.key)
         if head is None:
             raise ChecksumError(f"archive {archive.key} of set {p.set_id} is missing from the repository; it cannot be restored")
-        if head.size != archive.size:
+        if head.size != archive.object_size:
             raise ChecksumError(
-                f"archive {archive.key} of set {p.set_id} is {head.size} bytes, the set recorded {archive.size}; "
+                f"archive {archive.key} of set {p.set_id} is {head.size} bytes, the set recorded {archive.object_size}; "
                 "it is damaged and was not restored (run qbr verify)"
             )
         check = getattr(repo, "check_archive", None)  # chunked: the chunk list and its chunks, before the target is touched
         if check is not None:
-            check(archive.key, archive.size)
+            check(archive.key, archive.object_size)
     cluster, target = p.target_cluster, p.target_collection
     nodes = conn.cluster_nodes(cluster)
     seed = conn.client(cluster, nodes[0].url)
@@ -228,8 +232,10 @@ def _send_recover(
     ctx: ActionContext, client: QdrantClient, repo: Any, collection: str, archive: ArchiveRecord, shard_id: int | None,
     via: str, fallback: bool, notes: list[str],
 ) -> str:
-    """Send one recover (URL, or upload through qbr); return the way that is used from now on."""
-    if via == "url":
+    """Send one recover (URL, or upload through qbr); return the way that is used from now on.
+    An encrypted archive is always uploaded: streamed out of the repository, decrypted, and
+    checked against the record's sha256 before its last byte reaches the node."""
+    if via == "url" and archive.encryption is None:
         url = repo.presigned_get(archive.key, PRESIGN_SECONDS)
         if url is not None:
             try:
@@ -289,8 +295,12 @@ def _wait_for_recoveries(client: QdrantClient, collection: str) -> None:
 
 @contextmanager
 def _read_archive(repo: Any, key: str, archive: ArchiveRecord | None = None) -> Iterator[Iterator[bytes]]:
-    """Stream an archive out of the repository for an upload (each chunk is a fault point); one
-    rebuilt from chunks has its sha256 checked before the last chunk reaches the node."""
+    """Stream an archive out of the repository for an upload (each chunk is a fault point);
+    an encrypted one decrypted on the way, its plaintext sha256 checked before the last chunk."""
+    if archive is not None and archive.encryption is not None:
+        with plaintext(repo, archive, f"archive {key}") as chunks:
+            yield _each_chunk(chunks)
+        return
     with repo.open_read(key) as chunks:
         if archive is not None and archive.encoding is not None:  # rebuilt from chunks: checked before the last byte leaves
             chunks = verified(chunks, Digest(), what=f"archive {key} rebuilt from its chunks", expected_size=archive.size,

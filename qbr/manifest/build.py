@@ -16,10 +16,12 @@ from qbr.manifest.model import (
     AdoptConfig,
     BackupConfig,
     ClusterConfig,
+    Encryption,
     Manifest,
     RepositoryConfig,
     RestoreConfig,
     S3Options,
+    ServerSideEncryption,
     SnapshotStorage,
     StateLocation,
     Storage,
@@ -83,8 +85,15 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
             )
         else:
             repositories[name] = RepositoryConfig(name, "path", local(r["path"]), None, "", None, None)
+        repositories[name] = _protection(repositories[name], r, local)
         repositories[name] = replace(repositories[name], dedup=bool(r.get("dedup", False)),
                                      compression=r.get("compression", "zstd"), compression_level=int(r.get("compression_level", 3)))
+
+    if state.kind == "s3":  # the state shares the SSE of a repository in its bucket
+        sharing = [r.sse for r in repositories.values() if r.kind == "s3" and r.sse is not None
+                   and (r.bucket, r.endpoint_url) == (state.bucket, state.endpoint_url)]
+        if sharing:
+            state = replace(state, sse=sharing[0])
 
     backups: dict[str, BackupConfig] = {}
     for name, b in (data.get("backups") or {}).items():
@@ -169,6 +178,21 @@ def _s3_options(s3: dict[str, Any]) -> S3Options:
         max_attempts=s3.get("max_attempts"),
         locking=s3.get("locking", "conditional"),
     )
+
+
+def _protection(config: RepositoryConfig, raw: dict[str, Any], local: Any) -> RepositoryConfig:
+    """A repository's encryption (recipients read from their file here), SSE, Object Lock, group."""
+    from qbr.encryption import canonical_recipient, read_recipients_file
+
+    encryption = None
+    if raw.get("encryption"):
+        given = raw["encryption"]
+        path = local(given["recipients_file"]) if given.get("recipients_file") else None
+        texts = list(given.get("recipients") or ()) + list(read_recipients_file(path) if path else ())
+        encryption = Encryption(tuple(dict.fromkeys(canonical_recipient(t) or t.strip() for t in texts)), path)
+    sse = ServerSideEncryption(raw["sse"]["mode"], raw["sse"].get("kms_key_id")) if raw.get("sse") else None
+    lock = raw["object_lock"]["mode"].upper() if raw.get("object_lock") else None
+    return replace(config, encryption=encryption, sse=sse, object_lock=lock, group=raw.get("group"))
 
 
 def _snapshot_storage(raw: dict[str, Any] | None) -> SnapshotStorage | None:

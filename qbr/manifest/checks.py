@@ -22,6 +22,33 @@ from qbr.records import parse_utc
 _S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
 
 
+def _check_protection(repository: dict[str, Any], base: PathKey, report: Any) -> None:
+    """encryption's recipients are public keys; sse and object_lock need S3, group a folder."""
+    from qbr.encryption import canonical_recipient
+
+    encryption = repository.get("encryption")
+    if isinstance(encryption, dict):
+        recipients = encryption.get("recipients")
+        for index, text in enumerate(recipients if isinstance(recipients, list) else []):
+            if isinstance(text, str) and canonical_recipient(text) is None:
+                secret = text.strip().startswith(("AGE-SECRET-KEY-", "-----BEGIN"))
+                report(base + ("encryption", "recipients", index),
+                       "this is a private key: list only public keys here (the identity stays out of the manifest)" if secret
+                       else "expected an age recipient (age1...) or an ssh-ed25519 / ssh-rsa public key")
+    if isinstance(encryption, dict) and repository.get("dedup") is True:
+        report(base + ("encryption",), "encryption and dedup cannot be combined yet: every archive is encrypted with a key "
+               "of its own, so encrypted archives never share chunks; choose one")
+    s3 = isinstance(repository.get("s3"), dict)
+    for key in ("sse", "object_lock"):
+        if key in repository and not s3:
+            report(base + (key,), f"{key} applies to an S3 repository; a folder has no {'server-side encryption' if key == 'sse' else 'Object Lock'}")
+    if "group" in repository and s3:
+        report(base + ("group",), "group applies to a folder; an S3 repository's access is set by IAM and bucket policy")
+    sse = repository.get("sse")
+    if isinstance(sse, dict) and sse.get("kms_key_id") and sse.get("mode") != "aws:kms":
+        report(base + ("sse", "kms_key_id"), "kms_key_id needs mode aws:kms")
+
+
 def _maps(data: dict[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key)
     return value if isinstance(value, dict) else {}
@@ -58,6 +85,8 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
         _check_duration(cluster.get("snapshot_timeout"), base + ("snapshot_timeout",), report)
 
     for name, repository in repositories.items():
+        if isinstance(repository, dict):
+            _check_protection(repository, ("repositories", name), report)
         if isinstance(repository, dict) and isinstance(repository.get("path"), str):
             if _has_control(repository["path"]):
                 report(("repositories", name, "path"), "a path may not hold control characters")

@@ -82,6 +82,36 @@ class S3Options:
 
 
 @dataclass(frozen=True)
+class Encryption:
+    """Client-side encryption to age recipients (public keys as qbr records them: an ssh key
+    without its comment). See qbr.encryption."""
+
+    recipients: tuple[str, ...]
+    recipients_file: Path | None = None  # where they were read from, if a file
+
+    @property
+    def fingerprint(self) -> str:
+        from qbr.encryption import fingerprint
+
+        return fingerprint(self.recipients)
+
+
+@dataclass(frozen=True)
+class ServerSideEncryption:
+    """S3 SSE for every object qbr writes: AES256 (SSE-S3) or aws:kms (SSE-KMS, optional key)."""
+
+    mode: Literal["AES256", "aws:kms"]
+    kms_key_id: str | None = None
+
+    def put_args(self) -> dict[str, str]:
+        """The PutObject / CreateMultipartUpload / CopyObject parameters that ask for it."""
+        args = {"ServerSideEncryption": self.mode}
+        if self.mode == "aws:kms" and self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     """Where archives and set records live: a prefix in an S3 bucket, or a folder."""
 
@@ -93,6 +123,10 @@ class RepositoryConfig:
     endpoint_url: str | None
     region: str | None
     s3: S3Options = S3Options()
+    encryption: Encryption | None = None
+    sse: ServerSideEncryption | None = None
+    object_lock: Literal["GOVERNANCE", "COMPLIANCE"] | None = None  # S3 Object Lock retention mode
+    group: str | None = None  # a folder: the group that may read it (0750/0640), else owner-only (0700/0600)
     # Archives as content-defined chunks stored once by hash (qbr.repository.chunked), compressed.
     dedup: bool = False
     compression: Literal["zstd", "none"] = "zstd"
@@ -110,6 +144,8 @@ class StateLocation:
     endpoint_url: str | None
     region: str | None
     s3: S3Options = S3Options()
+    # In the bucket of a repository with sse (same endpoint): written with that repository's SSE.
+    sse: ServerSideEncryption | None = None
 
     def describe(self) -> str:
         """A short human form: the absolute path, or s3://bucket/key."""

@@ -19,6 +19,7 @@ from qbr.planner.backups import describe_config_change, plan_backup
 from qbr.planner.draft import DEFAULT_GRACE, Draft, PlannedSet
 from qbr.planner.garbage import plan_retention
 from qbr.planner.node_cleanup import plan_node_snapshot_cleanup
+from qbr.planner.rekey import plan_rekeys
 from qbr.planner.restores import plan_restore, version_refusal
 from qbr.records import utc_iso
 from qbr.state import State
@@ -34,9 +35,14 @@ def make_plan(
     now: datetime,
     *,
     grace: timedelta = DEFAULT_GRACE,
+    rekey: bool = False,
 ) -> Plan:
-    """Diff the manifest against the observed world and the state; return what apply must do."""
+    """Diff the manifest against the observed world and the state; return what apply must do.
+    With `rekey`: only encrypting sets again for their repository's current recipients."""
     draft = Draft()
+    if rekey:
+        plan_rekeys(draft, manifest, observed)
+        return _finish(draft, manifest, state, now)
     plan_adoptions(draft, manifest, observed)  # first: a backup's commit must know the sets adopted beside it
     planned: dict[str, PlannedSet] = {}
     for backup in manifest.backups.values():
@@ -61,6 +67,10 @@ def make_plan(
                 f"cluster {cluster.name}: TLS certificates are NOT verified (tls.verify: false): anyone on the path can "
                 "read the API key and the data; give its CA in tls.ca_bundle instead"
             )
+    return _finish(draft, manifest, state, now)
+
+
+def _finish(draft: Draft, manifest: Manifest, state: State, now: datetime) -> Plan:
     if len(draft.refusals) == 1:
         raise PlanError(draft.refusals[0])  # the CLI says "Error: " before a one-line message
     if draft.refusals:

@@ -3,7 +3,7 @@ which snapshots cover every shard."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ def describe_config_change(old: dict[str, Any], new: dict[str, Any], limit: int 
 
 def _archives_intact(record: CollectionRecord, repo: ObservedRepository) -> bool:
     return all(
-        a.key in repo.archives and repo.archives[a.key].size == a.size for a in record.archives
+        a.key in repo.archives and repo.archives[a.key].size == a.object_size for a in record.archives
     )
 
 
@@ -86,8 +86,11 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
     for name in selected:
         current = cluster.collections[name]
         previous = _newest_record_of(sets, name)
-        if backup.only_changed and previous is not None and _carry(previous, current, repo, backup, now):
-            carried[name] = asdict(previous)
+        if backup.only_changed and previous is not None and _carry(previous, current, repo, backup, now) \
+                and _same_encryption(previous, manifest, backup):
+            # An encrypted record's config, aliases... travel sealed; never in clear in a plan.
+            carried[name] = asdict(replace(previous, config={}, payload_schema={}, shard_keys=(), aliases=())
+                                   if previous.sealed is not None else previous)
             copied_in[name] = previous.copied_in
             draft.unchanged.append(
                 Note(
@@ -101,7 +104,7 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
             continue
         copied_in[name] = set_id
         copy_ids[name] = []
-        change_reason = _copy_reason(previous, current, backup, now)
+        change_reason = _copy_reason(previous, current, backup, now, manifest)
         store, server_side, path_note = _data_path(manifest, backup)
         for unit in _snapshot_units(draft, backup, cluster, current, node_load):
             action_id = f"backup.{backup.name}.{set_id}.copy.{name}" + (
@@ -166,6 +169,9 @@ def _data_path(manifest: Manifest, backup: BackupConfig) -> tuple[Any, bool, str
     bucket on the same endpoint, by a copy inside S3 (nothing through qbr); otherwise streamed."""
     store = manifest.clusters[backup.cluster].snapshot_storage
     repo = manifest.repositories[backup.repository]
+    if repo.encryption is not None:  # bytes must pass through qbr to be encrypted: never copied inside S3
+        streamed = " (streamed through qbr and encrypted for the repository's age recipients"
+        return store, False, streamed + (": encryption rules out the server-side copy)" if store is not None else ")")
     if store is None:
         return None, False, ""
     if repo.kind == "s3" and (repo.endpoint_url or None) == store.endpoint_url:
@@ -184,14 +190,25 @@ def _carry(previous: CollectionRecord, current: ObservedCollection, repo: Observ
     )
 
 
-def _copy_reason(previous: CollectionRecord | None, current: ObservedCollection, backup: BackupConfig, now: datetime) -> str:
+def _same_encryption(previous: CollectionRecord, manifest: Manifest, backup: BackupConfig) -> bool:
+    """Archives are carried only when they are encrypted as new ones would be (or both plain):
+    a change of recipients applies to every new set."""
+    wanted = manifest.repositories[backup.repository].encryption
+    label = None if wanted is None else f"age {wanted.fingerprint}"
+    return all(a.encryption == label for a in previous.archives)
+
+
+def _copy_reason(previous: CollectionRecord | None, current: ObservedCollection, backup: BackupConfig, now: datetime,
+                 manifest: Manifest | None = None) -> str:
     """Why a collection is copied again rather than carried by reference."""
     if previous is None:
         return "it is new to this backup"
     if not backup.only_changed:
         return "only_changed is off"
+    if manifest is not None and not _same_encryption(previous, manifest, backup):
+        return f"its archives in set {previous.copied_in} are not encrypted for the repository's current recipients"
     if previous.config_sha256 != current.config_sha256:
-        change = describe_config_change(previous.config, current.config)
+        change = describe_config_change(previous.config, current.config) if previous.config else "config changed"
         return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points, {change})"
     if previous.points_count != current.points_count:
         return f"it changed since set {previous.copied_in} ({previous.points_count} -> {current.points_count} points)"

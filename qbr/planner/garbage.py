@@ -16,7 +16,8 @@ from qbr.manifest import Manifest
 from qbr.plan import Action, Note
 from qbr.planner.chunks import plan_chunk_sweep
 from qbr.planner.draft import Draft, PlannedSet
-from qbr.records import SetRecord, parse_utc
+from qbr.planner.object_lock import lock_note, locked_until, plan_retains
+from qbr.records import SetRecord, parse_utc, set_key
 from qbr.render.sizes import human_bytes
 from qbr.retention import SetSummary, decide_retention, describe_policy
 from qbr.world import ObservedRepository
@@ -54,6 +55,10 @@ def plan_retention(
             if decision.set_id in protected:
                 draft.kept.append(Note(group, f"set {decision.set_id}", "selected by a restore in this manifest"))
                 continue
+            held = locked_until(repo, set_key(backup.name, decision.set_id), now)
+            if held is not None:  # S3 would refuse the delete: kept, and said why
+                draft.kept.append(Note(group, f"set {decision.set_id}", f"{decision.reasons[0]}, but {lock_note(held, None)}"))
+                continue
             action_id = f"retention.{backup.name}.{decision.set_id}.delete"
             draft.actions.append(
                 Action(
@@ -70,6 +75,7 @@ def plan_retention(
             )
             delete_ids.append(action_id)
             deleted[decision.set_id + "/" + backup.name] = record
+        plan_retains(draft, manifest, repo, backup, summaries, new, group, now)
     plan_garbage(draft, repo, planned, deleted, delete_ids, now, grace)
 
 
@@ -107,8 +113,8 @@ def plan_garbage(
             depends = tuple(delete_ids)
         else:
             age = now - parse_utc(archive.modified)
-            if repo.broken_sets or age < grace:
-                continue
+            if repo.broken_sets or age < grace or locked_until(repo, key, now) is not None:
+                continue  # (an Object Lock still in force: deleted once it ends)
             reason = f"no set references it (left by an interrupted run {format_duration(age)} ago, past the {format_duration(grace)} grace period)"
             depends = ()
         draft.actions.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from qbr.actions import (
     CopyCollection,
@@ -17,7 +18,7 @@ from qbr.plan import Action, Note
 from qbr.planner.chunks import chunked_source
 from qbr.planner.draft import Draft, PlannedSet
 from qbr.planner.topology import Route, route, shape_of, storage_of
-from qbr.records import parse_set_key, set_id_time, utc_iso
+from qbr.records import SetRecord, parse_set_key, set_id_time, utc_iso
 from qbr.render.sizes import human_bytes
 from qbr.state import State
 from qbr.world import BrokenSet, Observed, ObservedCluster, ObservedCollection, ObservedRepository, version_tuple
@@ -197,6 +198,12 @@ def plan_restore(
                     "and if_exists is fail; delete it, or set if_exists to skip or replace"
                 )
                 continue
+            if _record_of(repo, backup.name, source.set_id, lambda r: r.sealed):
+                draft.refusals.append(
+                    f"restore {restore.name}: set {source.set_id} of backup {backup.name} is encrypted; restoring it needs "
+                    "the private key of one of its recipients: pass --identity FILE or set QBR_AGE_IDENTITY_FILE"
+                )
+                continue
             if not exists:
                 reason = "it does not exist on the target cluster"
             elif interrupted:
@@ -218,6 +225,14 @@ def plan_restore(
             via = restore.via
             if via == "auto":
                 via = "url" if repo.can_presign else "upload"
+            encrypted = _record_of(repo, backup.name, source.set_id, lambda r: r.encryption is not None) or (
+                bool(source.depends_on) and manifest.repositories[backup.repository].encryption is not None)
+            if encrypted and restore.via == "url":
+                draft.refusals.append(
+                    f"restore {restore.name}: set {source.set_id} is encrypted, and Qdrant cannot decrypt what it fetches "
+                    "by URL; set via: auto or upload (qbr then decrypts the archive as it uploads it)"
+                )
+                continue
             chunked = chunked_source(manifest, repo, backup.name, source.set_id, bool(source.depends_on))
             if chunked and restore.via == "url":
                 draft.refusals.append(
@@ -225,9 +240,12 @@ def plan_restore(
                     f"{backup.repository} has dedup: true), which Qdrant cannot fetch by URL; set via: auto or upload"
                 )
                 continue
-            if chunked:
+            if chunked and not encrypted:
                 via = "upload"
                 reason += "; its archives are stored as deduplicated chunks, so qbr rebuilds each (every chunk and the archive's sha256 checked) and uploads it"
+            if encrypted:
+                via = "upload"
+                reason += "; its archives are encrypted, so qbr streams each out of the repository, decrypts it and uploads it"
             if path.changes:
                 title += ", with " + ", ".join(path.changes)
                 reason += (
@@ -343,6 +361,11 @@ def _copy_action(
             repository=backup.repository,
         )),
     )
+
+
+def _record_of(repo: ObservedRepository, backup: str, set_id: str, test: Callable[[SetRecord], bool]) -> bool:
+    """Whether the observed set `set_id` of `backup` passes `test` (False when it is not stored yet)."""
+    return any(test(r) for r in repo.sets if r.backup == backup and r.set_id == set_id)
 
 
 def _unreadable_newer_set(repo: ObservedRepository, backup: str, set_id: str, at: datetime | None) -> BrokenSet | None:

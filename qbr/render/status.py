@@ -18,6 +18,8 @@ def render_status(report: StatusReport) -> str:
             f"    {b.sets} sets in repository {b.repository}, {human_bytes(b.total_bytes)} referenced, "
             f"{human_bytes(b.unique_bytes)} stored; collections: {', '.join(b.collections) or '-'}"
         )
+        for set_id, until, left in b.protected:
+            lines.append(f"    set {set_id}: protected by S3 Object Lock until {until} ({left} left)")
         if b.stored_bytes is not None:
             ratio = f"{b.dedup_ratio:.2f}x" if b.dedup_ratio else "-"
             lines.append(f"    dedup: {human_bytes(b.unique_bytes)} of archives take {human_bytes(b.stored_bytes)} as chunks "

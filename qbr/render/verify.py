@@ -30,6 +30,8 @@ def render_verify(report: VerifyReport) -> str:
     lines = [line for check in report.sets for line in _set_lines(check)]
     lines += report.notes
     lines += [_restore_line(restore) for restore in report.restores]
+    lines += [f"exposed: {text}" for text in report.exposures]
+    lines += [f"Warning: {text}" for text in report.warnings]
     if report.uncounted:
         lines.append(
             f"{_plural(report.uncounted, 'archive')} hold Qdrant segment data whose points were "

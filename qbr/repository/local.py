@@ -77,9 +77,13 @@ class LocalRepository(Repository):
     folder's files owner-only from their first byte.
     """
 
-    def __init__(self, path: Path, *, file_mode: int = 0o666) -> None:
+    def __init__(self, path: Path, *, file_mode: int = 0o666, dir_mode: int | None = None, gid: int | None = None) -> None:
         self.root = Path(path).expanduser().absolute()
         self.file_mode = file_mode
+        # A backup repository's folders and files get exactly these (whatever the umask), and
+        # its group, when given: see qbr.repository.protection.folder_modes.
+        self.dir_mode = dir_mode
+        self.gid = gid
 
     def describe(self) -> str:
         return str(self.root)
@@ -114,11 +118,15 @@ class LocalRepository(Repository):
         try:
             for created in reversed(missing):
                 try:
-                    created.mkdir()
+                    created.mkdir(mode=self.dir_mode if self.dir_mode is not None else 0o777)
                 except FileExistsError:
                     if not created.is_dir():
                         raise
                     continue
+                if self.dir_mode is not None:  # exactly, whatever the umask took away
+                    if self.gid is not None:
+                        os.chown(created, -1, self.gid)
+                    os.chmod(created, self.dir_mode)
                 _fsync_dir(created.parent)
         except OSError as error:
             raise self._write_error(error) from error
@@ -157,6 +165,14 @@ class LocalRepository(Repository):
             raise self._write_error(error) from error
         digest = hashlib.md5(usedforsecurity=False) if etag else None
         try:
+            if self.dir_mode is not None:
+                try:
+                    if self.gid is not None:
+                        os.fchown(fd, -1, self.gid)
+                    os.fchmod(fd, self.file_mode)
+                except OSError as error:
+                    os.close(fd)
+                    raise self._write_error(error) from error
             with open(fd, "wb", closefd=True) as out:
                 size = write_chunks(out, chunks, on_chunk=digest.update if digest is not None else None, error=self._write_error)
                 try:

@@ -15,12 +15,16 @@ def archive_problems(scan: ArchiveScan, archive: ArchiveRecord) -> tuple[str, ..
     if scan.read_error is not None:
         return (f"could not be read: {scan.read_error}",)
     problems: list[str] = []
-    if scan.size != archive.size:
-        problems.append(f"is {scan.size} bytes, the set recorded {archive.size} (truncated or altered)")
-    elif archive.sha256 and scan.sha256 != archive.sha256.strip().lower():  # "" : copied inside S3, never hashed
+    stored_sha = archive.stored_sha256 if archive.encryption is not None else archive.sha256
+    if scan.size != archive.object_size:
+        problems.append(f"is {scan.size} bytes, the set recorded {archive.object_size} (truncated or altered)")
+    elif stored_sha and scan.sha256 != stored_sha.strip().lower():  # "" : copied inside S3, never hashed
         problems.append(
-            f"has sha256 {scan.sha256[:16]}…, the set recorded {archive.sha256[:16]}… (its bytes changed)"
+            f"has sha256 {scan.sha256[:16]}…, the set recorded {stored_sha[:16]}… (its bytes changed)"
         )
+    elif archive.encryption is not None and scan.plain_sha256 is not None and (
+            scan.plain_size != archive.size or scan.plain_sha256 != archive.sha256.strip().lower()):
+        problems.append(f"decrypts to {scan.plain_size} bytes with sha256 {scan.plain_sha256[:16]}…, not the snapshot the set recorded")
     if problems or not scan.deep:
         return tuple(problems)
     if scan.tar_error is not None:

@@ -35,6 +35,10 @@ class ArchiveScan:
     shards: dict[int | None, ShardScan] = field(default_factory=dict)  # None: the archive root
     counter: str | None = None  # who counted the points ("Qdrant's engine"); None: nobody could
     method: str = ""  # how they were counted, as a finding says it ("counted by Qdrant's engine")
+    # An encrypted archive read deep: size and sha256 above are the stored object's, these the
+    # decrypted snapshot's.
+    plain_size: int | None = None
+    plain_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,14 @@ class VerifyReport:
     restore_cluster: str | None = None
     restores: tuple[RestoreCheck, ...] = ()
     notes: tuple[str, ...] = ()
+    # Who can read the repositories: a folder or file loosened beyond what qbr gives it (each a
+    # problem), and S3 buckets open to the public where qbr may read their settings (warnings).
+    exposures: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def problems(self) -> int:
-        return sum(len(s.findings) for s in self.sets) + sum(1 for r in self.restores if not r.ok)
+        return sum(len(s.findings) for s in self.sets) + sum(1 for r in self.restores if not r.ok) + len(self.exposures)
 
     @property
     def exit_code(self) -> int:

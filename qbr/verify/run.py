@@ -53,12 +53,19 @@ def verify(
             if parsed and parsed[0] in mine:
                 broken.append((parsed[0], parsed[1], f"its record {item.key} cannot be used: {item.problem}"))
         kinds: dict[str, str] = {}
+        encrypted: set[str] = set()
         for record in sets:
             for collection in record.collections.values():
                 for archive in collection.archives:
                     kinds.setdefault(archive.key, archive.kind)
+                    if archive.encryption is not None:
+                        encrypted.add(archive.key)
         repo = connections.repository(repo_name)
-        scans = _scan_all(repo, kinds, deep=deep, counter=counter, parallelism=connections.parallelism)
+        if deep and encrypted:
+            from qbr.encryption import KEYRING
+
+            KEYRING.identities(f"verify --deep of repository {repo_name}'s encrypted archives")  # one sentence, up front
+        scans = _scan_all(repo, kinds, deep=deep, counter=counter, parallelism=connections.parallelism, encrypted=encrypted)
         checks += check_sets(repo_name, sets, broken, scans)
         archives += len(scans)
         read += sum(s.size for s in scans.values())
@@ -74,7 +81,10 @@ def verify(
                 notes.append(f"backup {name} has no set to restore-test")
                 continue
             restores += restore_test(manifest, connections, newest[0], restore_cluster, clock=clock)
+    exposures, warnings = _exposure(manifest, connections, sorted(repositories))
     return VerifyReport(
+        exposures=exposures,
+        warnings=warnings,
         deep=deep,
         sets=tuple(checks),
         archives=archives,
@@ -95,12 +105,30 @@ def _chosen(manifest: Manifest, backup: str | None) -> list[str]:
     return [backup]
 
 
-def _scan_all(repo: Any, kinds: dict[str, str], *, deep: bool, counter: PointCounter | None, parallelism: int) -> dict[str, ArchiveScan]:
+def _scan_all(repo: Any, kinds: dict[str, str], *, deep: bool, counter: PointCounter | None, parallelism: int,
+              encrypted: set[str] = frozenset()) -> dict[str, ArchiveScan]:  # type: ignore[assignment]
     chunked = getattr(repo, "scan_archives", None)  # dedup: every chunk read once, every archive's sha256 rebuilt
     done = chunked(sorted(kinds), parallelism) if chunked is not None and not deep else {}
     kinds = {key: kind for key, kind in kinds.items() if key not in done}
     if not kinds:
         return done
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(kinds))), thread_name_prefix="qbr-verify") as pool:
-        futures = {key: pool.submit(scan_archive, repo, key, kind, deep=deep, counter=counter) for key, kind in kinds.items()}
+        futures = {key: pool.submit(scan_archive, repo, key, kind, deep=deep, counter=counter, encrypted=key in encrypted)
+                   for key, kind in kinds.items()}
         return {**done, **{key: future.result() for key, future in sorted(futures.items())}}
+
+
+def _exposure(manifest: Manifest, connections: Connections, names: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Folders and files someone opened beyond what qbr gives them (problems), and S3 buckets
+    without Block Public Access or with a public-read policy (warnings)."""
+    from qbr.repository.protection import bucket_exposure, loosened
+
+    exposures: list[str] = []
+    warnings: list[str] = []
+    for name in names:
+        config = manifest.repositories[name]
+        if config.kind == "path" and config.path is not None:
+            exposures += [f"repository {name}: {text}" for text in loosened(config.path, config.group)]
+        elif config.kind == "s3":
+            warnings += [f"repository {name}: {text}" for text in bucket_exposure(connections.repository(name))]
+    return tuple(exposures), tuple(warnings)

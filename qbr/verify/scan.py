@@ -11,6 +11,7 @@ import hashlib
 import io
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
@@ -72,15 +73,30 @@ class _HashingReader(io.RawIOBase):
         return self._hash.hexdigest()
 
 
-def scan_archive(repo: Any, key: str, kind: str, *, deep: bool, counter: PointCounter | None = None) -> ArchiveScan:
-    """Read one archive from a repository, streamed, once."""
+def scan_archive(repo: Any, key: str, kind: str, *, deep: bool, counter: PointCounter | None = None,
+                 encrypted: bool = False) -> ArchiveScan:
+    """Read one archive from a repository, streamed, once. An encrypted one is hashed as stored
+    and, with `deep`, decrypted on the way (with the run's identity) and walked as plaintext."""
     try:
         with repo.open_read(key, READ_CHUNK) as chunks:
-            return scan_stream(chunks, key, kind, deep=deep, counter=counter)
+            if not (encrypted and deep):
+                return scan_stream(chunks, key, kind, deep=deep, counter=counter)
+            from qbr import encryption
+
+            identities = encryption.KEYRING.identities("verify --deep of encrypted archives")
+            stored = _HashingReader(chunks)
+            plain = scan_stream(encryption.decrypt_stream(_pieces(stored), identities, f"archive {key}"),
+                                key, kind, deep=True, counter=counter)
+            return replace(plain, size=stored.size, sha256=stored.finish(), plain_size=plain.size, plain_sha256=plain.sha256)
     except NotFoundError:
         return ArchiveScan(key, found=False, deep=deep)
     except QbrError as error:
         return ArchiveScan(key, read_error=str(error), deep=deep)
+
+
+def _pieces(reader: _HashingReader) -> Iterator[bytes]:
+    while chunk := reader.read(READ_CHUNK):
+        yield chunk
 
 
 def scan_stream(chunks: Iterable[bytes], key: str, kind: str, *, deep: bool, counter: PointCounter | None = None) -> ArchiveScan:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, config_digest
-from qbr.repository import open_local_repository, open_s3_repository
+from qbr.repository import open_s3_repository
+from qbr.repository.local import LocalRepository
 from qbr.verify import ENGINE_ENV
 from qbr.verify import engine as engine_module
 from tests.e2e.helpers import add_tar_members, make_collection, qbr, read_sets, tar_bytes, write_manifest
@@ -21,6 +22,11 @@ from tests.verify_engine import SELECT as EMULATOR_COUNTER
 
 T0 = "2026-11-21T08:00:00Z"
 
+
+
+def _folder(path: Path) -> LocalRepository:
+    """A folder repository written by hand as qbr writes one: owner-only (verify reports anything looser)."""
+    return LocalRepository(path, file_mode=0o600, dir_mode=0o700)
 
 def manifest_text(prod_url: str, repo_yaml: str, *, dr_url: str | None = None, extra_backup: bool = False) -> str:
     clusters = f'  prod: {{url: "{prod_url}"}}\n'
@@ -101,7 +107,7 @@ def folder_backup(emulator, tmp_path, emulator_points) -> Backed:
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=60, shards=2)
     make_collection(cluster.urls[0], "notes", points=9)
-    return backed_up(tmp_path, cluster, "path: ./backups", open_local_repository(tmp_path / "backups"))
+    return backed_up(tmp_path, cluster, "path: ./backups", _folder(tmp_path / "backups"))
 
 
 @pytest.fixture
@@ -220,7 +226,7 @@ def test_backup_option_limits_the_check_and_unknown_names_are_a_sentence(emulato
     cluster = emulator(nodes=1)
     make_collection(cluster.urls[0], "docs", points=5)
     make_collection(cluster.urls[0], "notes", points=3)
-    backed = backed_up(tmp_path, cluster, "path: ./backups", open_local_repository(tmp_path / "backups"), extra_backup=True)
+    backed = backed_up(tmp_path, cluster, "path: ./backups", _folder(tmp_path / "backups"), extra_backup=True)
     other = [r for r in read_sets(backed.repo) if r["backup"] == "other"][0]
     (tmp_path / "backups" / other["collections"]["notes"]["archives"][0]["key"]).unlink()
     assert backed.verify().exit_code == 1
@@ -337,7 +343,7 @@ def _write_tar(path: Path, members) -> None:
 def test_deep_counts_a_real_shard_with_qdrants_engine(edge_shard_dir, tmp_path, monkeypatch):
     monkeypatch.delenv(ENGINE_ENV, raising=False)  # installed, Qdrant's engine counts by default
     set_id = "20261121T080000Z"
-    repo = open_local_repository(tmp_path / "backups")
+    repo = _folder(tmp_path / "backups")
     shard_tar, collection_tar = tmp_path / "shard.snapshot", tmp_path / "collection.snapshot"
     _write_tar(shard_tar, _shard_members(edge_shard_dir, "", tmp_path))
     _write_tar(collection_tar, [("version.info", b"0.4.2"), ("config.json", b"{}"), ("0", None)]

@@ -1,0 +1,139 @@
+"""Encrypted transfers against unencrypted ones, same run, same bytes: backup throughput
+(download -> sha256 -> age encryption -> repository) over the plain path (download -> sha256 ->
+repository), restore throughput (repository -> age decryption -> sha256 check -> upload) over the
+plain upload, and memory: Python's traced peak of an encrypted backup and restore at two sizes
+(flat: the ratio stays near 1) and the process's peak RSS growth while they run.
+
+    python benchmarks/encryption.py --size-mib 64 256 --repeat 3
+
+Both paths are qbr's own code (qbr.apply.at_rest.put_encrypted and plaintext, and the same
+transfer.verified / Repository.put_stream / QdrantClient.upload_snapshot the plain path uses),
+into a local folder repository; the emulator serves the snapshot from its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import MIB, emulator_process, median, print_ratio, print_table
+
+from qbr import encryption
+from qbr.apply.at_rest import plaintext, put_encrypted
+from qbr.qdrant import QdrantClient, SnapshotInfo
+from qbr.records import ArchiveRecord
+from qbr.repository import Repository, open_local_repository
+from qbr.transfer import Digest, verified
+
+TARGET = "restored"
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str, recipients: list | None) -> Digest | None:
+    digest = Digest()
+    with client.download_snapshot(collection, snapshot.name) as stream:
+        plain = verified(stream, digest, what="snapshot", expected_size=snapshot.size, expected_sha256=snapshot.checksum)
+        if recipients is None:
+            repo.put_stream(key, plain, size=snapshot.size)
+            return None
+        return put_encrypted(repo, key, plain, recipients, snapshot.size, "snapshot")
+
+
+def restore(client: QdrantClient, snapshot: SnapshotInfo, repo: Repository, archive: ArchiveRecord) -> None:
+    client.upload_snapshot(TARGET, lambda: plaintext(repo, archive, "archive"), filename=snapshot.name,
+                           size=snapshot.size, priority="snapshot", checksum=snapshot.checksum)
+    client.delete_snapshot(TARGET, snapshot.name)
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_size(size_mib: int, repeat: int, url: str, work: Path, recipients: list) -> tuple[dict[str, float], float, float]:
+    collection = f"bench{size_mib}"
+    client = QdrantClient(url, snapshot_timeout=600, timeout=600)
+    snapshot = client.create_snapshot(collection)
+    assert snapshot is not None and snapshot.checksum and snapshot.size
+    repo = open_local_repository(work / f"repo-{size_mib}")
+    plain_key, sealed_key = f"snapshots/{collection}/plain", f"snapshots/{collection}/sealed"
+    plain_archive = ArchiveRecord(plain_key, snapshot.size, snapshot.checksum, "collection", (0,), url)
+    stored = backup(client, collection, snapshot, repo, sealed_key, recipients)
+    assert stored is not None
+    sealed_archive = ArchiveRecord(sealed_key, snapshot.size, snapshot.checksum, "collection", (0,), url,
+                                   encryption="age bench", stored_size=stored.size, stored_sha256=stored.sha256)
+    times: dict[str, list[float]] = {name: [] for name in ("backup", "backup-age", "restore", "restore-age")}
+    for turn in range(repeat):  # the order turns round between repetitions: neither side always goes first
+        order = [False, True] if turn % 2 == 0 else [True, False]
+        for sealed in order:
+            key = sealed_key + ".again" if sealed else plain_key
+            times["backup-age" if sealed else "backup"].append(
+                _timed(lambda: backup(client, collection, snapshot, repo, key, recipients if sealed else None)))
+            if sealed:
+                repo.delete(key)
+        for sealed in order:
+            archive = sealed_archive if sealed else plain_archive
+            times["restore-age" if sealed else "restore"].append(_timed(lambda: restore(client, snapshot, repo, archive)))
+    rates = {name: size_mib / median(values) for name, values in times.items()}
+    # Memory of one encrypted backup and restore, traced (Python's allocations) and as RSS growth.
+    rss_before = _rss_mib()
+    tracemalloc.start()
+    backup(client, collection, snapshot, repo, sealed_key + ".traced", recipients)
+    restore(client, snapshot, repo, sealed_archive)
+    traced = tracemalloc.get_traced_memory()[1] / MIB
+    tracemalloc.stop()
+    client.delete_snapshot(collection, snapshot.name)
+    client.close()
+    return rates, traced, _rss_mib() - rss_before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="encrypted transfers vs unencrypted ones, same run.")
+    parser.add_argument("--size-mib", type=int, nargs=2, default=[64, 256], help="two snapshot sizes in MiB (default 64 256)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each transfer; the median is shown (default 3)")
+    args = parser.parse_args(argv)
+    print(f"encryption benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; {os.cpu_count()} CPUs", flush=True)
+    identity = encryption.load_identities  # (the identity file is written below, read as a user's would be)
+    with tempfile.TemporaryDirectory(prefix="qbr-bench-age-") as tmp:
+        work = Path(tmp)
+        import pyrage
+
+        secret = pyrage.x25519.Identity.generate()
+        (work / "key.txt").write_text(f"{secret}\n")
+        encryption.KEYRING.use_file(work / "key.txt")
+        recipients = [secret.to_public()]
+        assert identity(work / "key.txt")
+        rows, found = [], {}
+        synthetic = {f"bench{n}": n * MIB for n in args.size_mib}
+        with emulator_process(synthetic=synthetic, data_dir=work / "emulator") as url:
+            for size_mib in args.size_mib:
+                rates, traced, rss = run_size(size_mib, args.repeat, url, work, recipients)
+                found[size_mib] = (rates, traced, rss)
+                rows.append([f"{size_mib} MiB", f"{rates['backup']:.0f}", f"{rates['backup-age']:.0f}",
+                             f"{rates['restore']:.0f}", f"{rates['restore-age']:.0f}", f"{traced:.1f}", f"{rss:.1f}"])
+    print("plain = download -> sha256 -> folder, and folder -> upload; age = the same with age encryption / decryption")
+    print("between (pyrage, in a thread of its own). traced = Python's peak MiB during one encrypted backup + restore;")
+    print("rss+ = growth of this process's peak RSS during them.")
+    print_table(["size", "plain backup MiB/s", "age backup MiB/s", "plain restore MiB/s", "age restore MiB/s", "traced", "rss+"], rows)
+    small, large = args.size_mib
+    for size_mib, (rates, _, _) in found.items():
+        print_ratio(f"encrypted_backup_vs_plain_{size_mib}mib", rates["backup-age"] / rates["backup"], "age backup MiB/s / plain backup MiB/s")
+        print_ratio(f"encrypted_restore_vs_plain_{size_mib}mib", rates["restore-age"] / rates["restore"], "age restore MiB/s / plain restore MiB/s")
+    print_ratio(f"encrypted_traced_peak_{large}_vs_{small}mib", found[large][1] / max(found[small][1], 1e-6),
+                "traced peak of the larger / the smaller: 1 when memory is flat")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Security at rest in apply: archives and set records encrypted to a repository's age
+recipients (and opened with the run's identity), Object Lock retention set on what qbr wrote,
+deletes that a lock refuses said in one sentence, and `rekey`.
+
+No plaintext touches disk: archives pass through encryption and decryption as streams
+(qbr.encryption), and what Qdrant is given back is checked against the record's sha256 before
+its last byte leaves (qbr.transfer.verified holds the last chunk back until the hash is known).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from qbr import encryption
+from qbr.actions import RekeySet, RetainSet
+from qbr.apply.context import ActionContext
+from qbr.errors import PreconditionError, QbrError
+from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, parse_utc, set_key
+from qbr.sealed_records import opened, seal_record
+from qbr.transfer import Digest, verified
+
+
+def config_of(ctx: ActionContext, repository: str) -> Any:
+    return ctx.connections.manifest.repositories[repository]
+
+
+def recipients_of(ctx: ActionContext, repository: str) -> tuple[list[Any], str] | None:
+    """(pyrage recipients, fingerprint) of an encrypted repository; None for a plain one."""
+    wanted = config_of(ctx, repository).encryption
+    if wanted is None:
+        return None
+    where = f"repositories.{repository}.encryption" + (f" ({wanted.recipients_file})" if wanted.recipients_file else "")
+    return encryption.parse_recipients(wanted.recipients, where), wanted.fingerprint
+
+
+def label(fingerprint: str) -> str:
+    """What an archive record says of its encryption: method and the recipients' fingerprint."""
+    return f"{encryption.METHOD} {fingerprint}"
+
+
+# -- archives ------------------------------------------------------------------------------
+
+
+def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str) -> Digest:
+    """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and sha256."""
+    stored = Digest()
+    bound = encryption.ciphertext_size(size, len(recipients)) if size is not None else None
+    repo.put_stream(key, verified(encryption.encrypt_stream(plain, recipients), stored, what=what), size=bound)
+    return stored
+
+
+@contextmanager
+def plaintext(repo: Any, archive: ArchiveRecord, what: str) -> Iterator[Iterator[bytes]]:
+    """An archive's bytes as Qdrant made them: decrypted on the fly when it is encrypted, and
+    checked against the recorded size and sha256 before the last chunk is handed on."""
+    with repo.open_read(archive.key) as chunks:
+        if archive.encryption is None:
+            yield chunks
+            return
+        identities = encryption.KEYRING.identities(f"restoring encrypted archive {archive.key}")
+        digest = Digest()
+        yield verified(
+            encryption.decrypt_stream(chunks, identities, f"archive {archive.key}"), digest, what=what,
+            expected_size=archive.size, expected_sha256=archive.sha256 or None,
+        )
+
+
+# -- Object Lock ---------------------------------------------------------------------------
+
+
+def retain_set(ctx: ActionContext, p: RetainSet, action_id: str) -> dict[str, Any]:
+    """Lock the record, then every archive it names, until `until` (only ever later)."""
+    from qbr.repository.protection import retain
+
+    repo = ctx.connections.repository(p.repository)
+    key = set_key(p.backup, p.set_id)
+    try:
+        record = SetRecord.from_json(repo.get_bytes(key), key)
+    except QbrError as error:
+        raise QbrError(f"cannot read set {p.backup}/{p.set_id} to lock it: {error}") from None
+    until = parse_utc(p.until)
+    keys = [key, *sorted(record.archive_keys())]
+    for name in keys:
+        retain(repo, name, p.mode, until)
+    return {"journal": {"set": key, "until": p.until, "mode": p.mode, "objects": len(keys)}}
+
+
+def delete_object(ctx: ActionContext, repository: str, key: str) -> None:
+    """Delete `key`: every version of it on an Object Lock bucket (so a lock refuses out loud)."""
+    repo = ctx.connections.repository(repository)
+    if config_of(ctx, repository).object_lock is None:
+        repo.delete(key)
+        return
+    from qbr.repository.protection import delete_versions
+
+    delete_versions(repo, key)
+
+
+# -- rekey ---------------------------------------------------------------------------------
+
+
+def rekeyed_key(key: str, fingerprint: str) -> str:
+    """Where an archive encrypted again for other recipients is stored (beside the old one)."""
+    base = key.rsplit(".age-", 1)[0]
+    return f"{base}.age-{fingerprint}"
+
+
+def check_rekey_set(ctx: ActionContext, p: RekeySet, pre: dict[str, Any]) -> None:
+    wanted = config_of(ctx, p.repository).encryption
+    if wanted is None or wanted.fingerprint != p.fingerprint:
+        raise PreconditionError(f"repository {p.repository}'s recipients changed since this plan; run qbr rekey again")
+    encryption.KEYRING.identities(f"rekeying set {p.backup}/{p.set_id}")
+
+
+def rekey_set(ctx: ActionContext, p: RekeySet, action_id: str) -> dict[str, Any]:
+    """Every archive streamed old ciphertext -> plaintext (checked) -> new ciphertext into a new
+    key, then the record rewritten (compare-and-swap) to name them, sealed anew."""
+    repo = ctx.connections.repository(p.repository)
+    key = set_key(p.backup, p.set_id)
+    raw, info = repo.get_with_info(key)
+    record = opened(SetRecord.from_json(raw, key), f"rekeying set {p.backup}/{p.set_id}")
+    if (record.encryption or {}).get("fingerprint") == p.fingerprint:
+        return {"journal": {"set": key, "already": True}}
+    recipients, fingerprint = recipients_of(ctx, p.repository) or ([], "")
+    done = _rekeyed_archives(repo, label(fingerprint))  # shared with a set rekeyed before (only_changed)
+    moved: dict[str, ArchiveRecord] = {}
+    for collection in record.collections.values():
+        for archive in collection.archives:
+            if archive.key in moved:
+                continue
+            new_key = rekeyed_key(archive.key, fingerprint)
+            if new_key in done:
+                moved[archive.key] = done[new_key]
+                continue
+            what = f"archive {archive.key} of set {p.set_id}"
+            with plaintext(repo, archive, what) as chunks:
+                stored = put_encrypted(repo, new_key, chunks, recipients, archive.size, what)
+            moved[archive.key] = replace(archive, key=new_key, encryption=label(fingerprint),
+                                         stored_size=stored.size, stored_sha256=stored.sha256)
+    collections: dict[str, CollectionRecord] = {}
+    for name, collection in record.collections.items():
+        archives = tuple(moved[a.key] for a in collection.archives)
+        collections[name] = replace(collection, archives=archives, sealed=None)
+    fresh = seal_record(replace(record, collections=collections), recipients, fingerprint,
+                        config_of(ctx, p.repository).encryption.recipients)
+    lock = config_of(ctx, p.repository).object_lock
+    held = None
+    if lock is not None:
+        from qbr.repository.protection import retain, retention
+
+        held = retention(repo, key)
+        for archive in moved.values():  # the new objects are as protected as the old ones
+            if held is not None:
+                retain(repo, archive.key, held[0] or lock, held[1])
+    repo.put_bytes(key, fresh.to_json(), if_match=info.etag)
+    if held is not None:
+        retain(repo, key, held[0] or lock, held[1])
+    return {"journal": {"set": key, "archives": len(moved), "old_archives": sorted(moved)}}
+
+
+def _rekeyed_archives(repo: Any, wanted: str) -> dict[str, ArchiveRecord]:
+    """Archives that set records already name encrypted as `wanted` (rekey actions run one
+    after another, so none is being written while this reads)."""
+    from qbr.records import SETS_PREFIX, parse_set_key
+
+    found: dict[str, ArchiveRecord] = {}
+    for info in repo.list(SETS_PREFIX):
+        if parse_set_key(info.key) is None:
+            continue
+        try:
+            other = SetRecord.from_json(repo.get_bytes(info.key), info.key)
+        except QbrError:
+            continue
+        for collection in other.collections.values():
+            found.update({a.key: a for a in collection.archives if a.encryption == wanted})
+    return found

@@ -1,0 +1,195 @@
+"""Security at rest, piece by piece: the Object Lock retain-until rule (pure), streams encrypted
+and decrypted with pyrage, set records sealed and opened, the manifest keys, and what the planner
+does with encrypted and locked sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pyrage
+import pytest
+
+from qbr import encryption
+from qbr.errors import ChecksumError, ManifestError, QbrError
+from qbr.planner import make_plan
+from qbr.records import SetRecord, set_id_for, set_key, utc_iso
+from qbr.retention import RetentionPolicy, SetSummary, protected_until
+from qbr.sealed_records import seal_record, unseal_record
+from qbr.state import State
+from qbr.transfer import Digest, verified
+from tests.test_planner import NOW, cluster, collection, manifest, observed, repository, set_record
+
+UTC = timezone.utc
+HOUR = timedelta(hours=1)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def chunks(data: bytes, size: int = 1 << 16):
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+# ---------------------------------------------------------------- the retain-until rule
+
+
+def test_a_set_superseded_within_its_day_is_protected_only_until_the_next_backup():
+    sets = [SetSummary("a", at("2026-01-10T08:00")), SetSummary("b", at("2026-01-10T20:00")), SetSummary("c", at("2026-01-11T00:00"))]
+    until = protected_until(sets, RetentionPolicy(daily=7), 4 * HOUR, at("2026-01-11T01:00"))
+    assert until == {"c": at("2026-01-11T04:00"), "b": at("2026-01-17T00:00")}  # "a" is not kept: no entry
+
+
+def test_a_month_end_set_is_locked_until_twelve_newer_months_could_exist():
+    until = protected_until([SetSummary("x", at("2026-01-31T02:00"))], RetentionPolicy(monthly=12, daily=7), 24 * HOUR, at("2026-01-31T02:00"))
+    assert until == {"x": at("2027-01-01T02:00")}
+    mid_month = protected_until([SetSummary("x", at("2026-01-15T02:00"))], RetentionPolicy(monthly=12), 24 * HOUR, at("2026-01-15T02:00"))
+    assert mid_month == {"x": at("2026-01-16T02:00")}  # tomorrow's set takes January's slot
+
+
+def test_keep_last_and_within_count_arrivals_one_rpo_apart():
+    sets = [SetSummary("b", at("2026-01-10T20:00")), SetSummary("c", at("2026-01-11T00:00"))]
+    assert protected_until(sets, RetentionPolicy(keep_last=2), 4 * HOUR, at("2026-01-11T01:00")) == {
+        "c": at("2026-01-11T08:00"), "b": at("2026-01-11T04:00")}
+    assert protected_until(sets, RetentionPolicy(within=timedelta(days=2)), 4 * HOUR, at("2026-01-11T01:00")) == {
+        "c": at("2026-01-13T04:00"), "b": at("2026-01-13T00:00")}
+
+
+def test_no_rules_keep_everything_for_ever_so_nothing_is_locked():
+    assert protected_until([SetSummary("a", at("2026-01-10T08:00"))], RetentionPolicy(), HOUR, at("2026-01-10T09:00")) == {}
+
+
+# ---------------------------------------------------------------- streams and records
+
+
+def test_streams_round_trip_and_a_cut_or_foreign_ciphertext_is_a_sentence():
+    identity = pyrage.x25519.Identity.generate()
+    data = os.urandom(300_001)
+    cipher = b"".join(encryption.encrypt_stream(chunks(data), [identity.to_public()]))
+    assert len(cipher) <= encryption.ciphertext_size(len(data), 1)
+    assert pyrage.decrypt(cipher, [identity]) == data  # plain age: any age tool opens it
+    assert b"".join(encryption.decrypt_stream(chunks(cipher), [identity], "archive a")) == data
+    with pytest.raises(QbrError, match="archive a cannot be decrypted: it is damaged or cut short"):
+        b"".join(encryption.decrypt_stream(chunks(cipher[:-100]), [identity], "archive a"))
+    with pytest.raises(encryption.IdentityError, match="encrypted to other recipients"):
+        b"".join(encryption.decrypt_stream(chunks(cipher), [pyrage.x25519.Identity.generate()], "archive a"))
+
+
+def test_a_checksum_mismatch_in_the_source_comes_out_of_the_encrypting_stream_unchanged():
+    identity = pyrage.x25519.Identity.generate()
+    source = verified(chunks(b"x" * 200_000), Digest(), what="snapshot s", expected_sha256="0" * 64)
+    with pytest.raises(ChecksumError, match="snapshot s: sha256"):
+        b"".join(encryption.encrypt_stream(source, [identity.to_public()]))
+
+
+def test_a_stream_closed_early_stops_its_thread():
+    identity = pyrage.x25519.Identity.generate()
+    stream = encryption.encrypt_stream(chunks(os.urandom(8 << 20), 1 << 20), [identity.to_public()])
+    next(stream)
+    stream.close()  # returns: the worker was told to stop and joined
+
+
+def test_a_sealed_record_keeps_ids_times_and_counts_readable_and_opens_with_the_identity():
+    identity = pyrage.x25519.Identity.generate()
+    docs = collection("docs", aliases=("secret_alias",))
+    plain = set_record("20261121T080000Z", {"docs": docs})
+    sealed = seal_record(plain, [identity.to_public()], "f" * 16, (str(identity.to_public()),))
+    text = sealed.to_json()
+    assert b"secret_alias" not in text and b"Cosine" not in text
+    back = SetRecord.from_json(text, set_key("nightly", "20261121T080000Z"))
+    assert back.sealed and back.set_id == plain.set_id and back.collections["docs"].points_count == docs.points_count
+    assert back.collections["docs"].config_sha256 == docs.config_sha256  # only_changed works without the key
+    opened = unseal_record(back, [identity])
+    assert opened.collections["docs"].config == docs.config and opened.collections["docs"].aliases == ("secret_alias",)
+    with pytest.raises(encryption.IdentityError):
+        unseal_record(back, [pyrage.x25519.Identity.generate()])
+
+
+def test_identity_files_of_age_and_ssh_kinds_load_and_a_missing_one_is_a_sentence(tmp_path):
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(f"# public key: {identity.to_public()}\n{identity}\n")
+    assert len(encryption.load_identities(tmp_path / "key.txt")) == 1
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(encryption.IdentityError, match="holds no age identity"):
+        encryption.load_identities(tmp_path / "empty.txt")
+    keyring = encryption.Keyring()
+    with pytest.raises(encryption.IdentityError, match="pass --identity FILE or set QBR_AGE_IDENTITY_FILE"):
+        os.environ.pop(encryption.IDENTITY_ENV, None)
+        keyring.identities("restoring set x")
+
+
+# ---------------------------------------------------------------- manifest and planner
+
+
+def test_the_manifest_refuses_a_private_key_among_recipients_and_sse_on_a_folder():
+    key = str(pyrage.x25519.Identity.generate())
+    with pytest.raises(ManifestError) as error:
+        manifest(repo=f'path: /tmp/x\n    sse: {{mode: AES256}}\n    encryption: {{recipients: ["{key}"]}}')
+    assert "this is a private key: list only public keys here" in str(error.value)
+    assert "sse applies to an S3 repository" in str(error.value)
+    assert key not in str(error.value)
+
+
+def _encrypted_world(locked: dict[str, str] | None = None):
+    identity = pyrage.x25519.Identity.generate()
+    public = str(identity.to_public())
+    docs = collection("docs")
+    old = set_record(set_id_for_hours(30), {"docs": docs})
+    sealed = seal_record(old, [identity.to_public()], "x" * 16, (public,))
+    fingerprint = encryption.fingerprint([public])
+    archives = tuple(replace(a, encryption=f"age {fingerprint}", stored_size=100) for a in sealed.collections["docs"].archives)
+    sealed = replace(sealed, collections={"docs": replace(sealed.collections["docs"], archives=archives)},
+                     encryption={"method": "age", "fingerprint": fingerprint, "recipients": [public]})
+    repo = replace(repository([sealed]), locked_until=locked or {})
+    return public, sealed, observed([cluster("prod", [docs]), cluster("dr", [])], repo)
+
+
+def set_id_for_hours(hours: int) -> str:
+    return (NOW - timedelta(hours=hours)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def test_a_restore_from_an_encrypted_set_is_an_upload_and_without_the_key_a_refusal():
+    public, sealed, world = _encrypted_world()
+    restores = 'restores:\n  dr: {from: nightly, to: dr, at: "2026-11-21T00:00:00Z"}'
+    with pytest.raises(QbrError, match="is encrypted; restoring it needs the private key"):
+        make_plan(manifest(restores, repo=f'path: /tmp/x\n    encryption: {{recipients: ["{public}"]}}'), world, State(), NOW)
+    opened = replace(world.repositories["main"], sets=(unseal_stub(sealed),))
+    p = make_plan(manifest(restores, repo=f'path: /tmp/x\n    encryption: {{recipients: ["{public}"]}}'),
+                  replace(world, repositories={"main": opened}), State(), NOW)
+    restore = next(a for a in p.actions if a.kind == "restore_collection")
+    assert restore.params["via"] == "upload" and "decrypts it and uploads it" in restore.reason
+    commit = next(a for a in p.actions if a.kind == "commit_set")  # unchanged, encrypted alike: carried, still sealed
+    assert commit.params["carried"]["docs"]["config"] == {} and commit.params["carried"]["docs"]["sealed"]
+    other = f"age1{'q' * 58}"  # the recipients changed: copied again, encrypted for them, streamed through qbr
+    p = make_plan(manifest(repo=f'path: /tmp/x\n    encryption: {{recipients: ["{other}"]}}'), world, State(), NOW)
+    copy = next(a for a in p.actions if a.kind == "copy_archive")
+    assert "encrypted for the repository's age recipients" in copy.title and "not encrypted for the repository's current recipients" in copy.reason
+
+
+def unseal_stub(record: SetRecord) -> SetRecord:
+    """As observe leaves a record it could open: the config back, the sealed text kept."""
+    docs = record.collections["docs"]
+    return replace(record, collections={"docs": replace(docs, config=collection("docs").config)})
+
+
+def test_retention_keeps_a_locked_set_and_extends_locks_as_it_grows():
+    docs = collection("docs")
+    old, new = set_record(set_id_for_hours(50), {"docs": docs}), set_record(set_id_for_hours(2), {"docs": docs})
+    until = utc_iso(NOW + timedelta(days=1))
+    repo = replace(repository([old, new]), locked_until={set_key("nightly", old.set_id): until})
+    locked = "path: /tmp/x"  # planner-side only: the lock comes from the observed repository
+    p = make_plan(manifest(repo=locked, backup="    cluster: prod\n    repository: main\n    rpo: 24h\n    retention: {keep_last: 1}"),
+                  observed([cluster("prod", [docs]), cluster("dr", [])], repo), State(), NOW)
+    assert "delete_set" not in [a.kind for a in p.actions]
+    assert any(f"protected by S3 Object Lock until {until}" in n.reason for n in p.kept)
+    s3 = 's3: {bucket: qbr-bkt}\n    object_lock: {mode: compliance}'
+    backup = "    cluster: prod\n    repository: main\n    rpo: 24h\n    retention: {daily: 7}"
+    p = make_plan(manifest(repo=s3, backup=backup), observed([cluster("prod", [docs]), cluster("dr", [])], repository([old])), State(), NOW)
+    retains = {a.params["set_id"]: a for a in p.actions if a.kind == "retain_set"}
+    planned = set_id_for(NOW)
+    assert retains[planned].params["mode"] == "COMPLIANCE" and retains[planned].depends_on == (f"backup.nightly.{planned}.commit",)
+    # Nov 19 leaves daily 7 when sets (one a day from Nov 22, 08:00) fill 7 newer days: Nov 27, 08:00, rounded up to the day
+    assert retains[old.set_id].params["until"] == "2026-11-28T00:00:00Z"
