@@ -193,3 +193,28 @@ def test_retention_keeps_a_locked_set_and_extends_locks_as_it_grows():
     assert retains[planned].params["mode"] == "COMPLIANCE" and retains[planned].depends_on == (f"backup.nightly.{planned}.commit",)
     # Nov 19 leaves daily 7 when sets (one a day from Nov 22, 08:00) fill 7 newer days: Nov 27, 08:00, rounded up to the day
     assert retains[old.set_id].params["until"] == "2026-11-28T00:00:00Z"
+
+
+def test_a_decrypted_archive_that_does_not_match_its_record_stops_before_its_last_byte(tmp_path, monkeypatch):
+    from qbr.apply.at_rest import plaintext, put_encrypted
+    from qbr.records import ArchiveRecord
+    from qbr.repository.local import LocalRepository
+
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(f"{identity}\n")
+    monkeypatch.setenv(encryption.IDENTITY_ENV, str(tmp_path / "key.txt"))
+    encryption.KEYRING.use_file(None)
+    data = os.urandom(3 << 20)
+    repo = LocalRepository(tmp_path / "repo", file_mode=0o600, dir_mode=0o700)
+    stored = put_encrypted(repo, "snapshots/c/a", chunks(data, 1 << 20), [identity.to_public()], len(data), "a")
+    assert stored.size == (tmp_path / "repo" / "snapshots" / "c" / "a").stat().st_size
+    import hashlib
+
+    good = ArchiveRecord("snapshots/c/a", len(data), hashlib.sha256(data).hexdigest(), "collection", (0,), "n", encryption="age x")
+    with plaintext(repo, good, "archive a") as stream:
+        assert b"".join(stream) == data
+    handed: list[bytes] = []
+    with pytest.raises(ChecksumError, match="does not match"), plaintext(repo, replace(good, sha256="0" * 64), "archive a") as stream:
+        for piece in stream:
+            handed.append(piece)
+    assert 0 < sum(map(len, handed)) < len(data)  # the node never got the whole archive

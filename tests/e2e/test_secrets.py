@@ -204,3 +204,40 @@ backups: {{nightly: {{cluster: prod, repository: folder, rpo: 1h}}}}
     assert not loose, f"files created readable by others: {loose}"
     for name in (".qbr/state.json", "plan.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+
+
+def test_an_encrypted_repository_leaks_neither_the_identity_nor_the_payload(emulator, s3_bucket, tmp_path):
+    """The age identity (given with --identity and QBR_AGE_IDENTITY_FILE) and a marker written
+    into every point's payload reach no output, no file qbr wrote, and no object in the bucket."""
+    import pyrage
+
+    from tests.e2e.helpers import all_points, upsert
+    from tests.qdrant_testing import TestingClient as Client
+
+    endpoint, bucket = s3_bucket
+    marker = "qbr-payload-" + secrets.token_hex(10)
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "keys" / "age.txt"
+    key_file.parent.mkdir()
+    key_file.write_text(f"{identity}\n")
+    source = emulator(nodes=1, api_key=PROD_KEY)
+    target = emulator(nodes=1, api_key=DR_KEY)
+    make_collection(source.urls[0], "docs", points=20, api_key=PROD_KEY)
+    with Client(source.urls[0], api_key=PROD_KEY, backoff=0) as client:
+        upsert(client, "docs", range(20), tag=marker)
+    text = _manifest(source, target, bucket, endpoint).replace("via: url", "via: auto")
+    text = text.replace("region: us-east-1}}", f'region: us-east-1}}, encryption: {{recipients: ["{identity.to_public()}"]}}}}')
+    write_manifest(tmp_path, text)
+    outputs: dict[str, str | bytes] = {}
+    for args, env in ((("apply", "--auto-approve"), {}),  # backup; the restore stops without the identity
+                      (("apply", "--auto-approve", "--identity", str(key_file)), {}),
+                      (("verify", "--deep"), {"QBR_AGE_IDENTITY_FILE": str(key_file), "QBR_DEEP_ENGINE": "tests.verify_engine:EmulatorPointCounter"}),
+                      (("plan", "-o", "plan.json", "--now", "2030-01-01T00:00:00Z"), {"QBR_AGE_IDENTITY_FILE": str(key_file)}),
+                      (("status",), {}), (("sets", "describe", "nightly/" + "x"), {})):
+        run = qbr(*args, cwd=tmp_path, env={**ENV, **env})
+        outputs[" ".join(args)] = run.output
+    assert "needs the private key" in outputs["apply --auto-approve"]
+    assert all_points(target.urls[0], "docs", api_key=DR_KEY) == all_points(source.urls[0], "docs", api_key=PROD_KEY)
+    outputs.update({k: v for k, v in _written(tmp_path, bucket, endpoint).items() if not k.startswith("keys/")})
+    assert any(k.startswith("s3:snapshots/") for k in outputs)
+    _assert_clean(outputs, [str(identity), marker, PROD_KEY, DR_KEY, AWS_SECRET])
