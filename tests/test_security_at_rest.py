@@ -218,3 +218,30 @@ def test_a_decrypted_archive_that_does_not_match_its_record_stops_before_its_las
         for piece in stream:
             handed.append(piece)
     assert 0 < sum(map(len, handed)) < len(data)  # the node never got the whole archive
+
+
+def test_encryption_refuses_dedup_and_adoption_which_would_store_archives_in_clear_or_never_share_chunks():
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    with pytest.raises(ManifestError) as error:
+        manifest('adopt:\n  old: {from: {s3: {bucket: old-snapshots}}, into: nightly}',
+                 repo=f's3: {{bucket: qbr-bkt}}\n    dedup: true\n    encryption: {{recipients: ["{public}"]}}')
+    assert "encryption and dedup cannot be combined yet" in str(error.value)
+    assert "adopted snapshots are copied inside S3 as they are, so they would be stored in clear" in str(error.value)
+
+
+def test_sse_reaches_multipart_uploads_small_puts_and_server_side_copies(s3_bucket):
+    from qbr.repository import open_s3_repository
+    from qbr.repository.protection import request_sse
+    from qbr.repository.server_side import ServerSideCopier
+    from tests.s3_fixture import s3_client
+
+    endpoint, bucket = s3_bucket
+    repo = open_s3_repository(bucket, prefix="p", endpoint_url=endpoint, region="us-east-1")
+    request_sse(repo, {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/qbr"})
+    repo.put_stream("big", chunks(os.urandom(12 << 20), 1 << 20), size=12 << 20)  # multipart: 8 MiB parts
+    repo.put_bytes("small", b"{}", if_none_match=True)
+    ServerSideCopier(endpoint, "us-east-1").copy(bucket, "p/small", bucket, "p/copied", 2, repo.sse)
+    client = s3_client(endpoint)
+    for key in ("p/big", "p/small", "p/copied"):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith("alias/qbr"), key

@@ -41,7 +41,8 @@ def copy_in(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: Any, sour
     source_key, size, _ = source
     key = archive_key(p.collection, p.backup, p.set_id, snapshot.name)
     full_key = f"{repo.prefix}/{key}" if getattr(repo, "prefix", "") else key
-    etag = ctx.connections.copier(p.cluster).copy(store.bucket, source_key, repo.bucket, full_key, size)
+    etag = ctx.connections.copier(p.cluster).copy(store.bucket, source_key, repo.bucket, full_key, size,
+                                                    getattr(repo, "sse", None))  # the repository's SSE, if any
     faultpoints.reached("snapshot.stored")
     client.delete_snapshot(p.collection, snapshot.name, shard_id=p.shard_id, missing_ok=True)
     faultpoints.reached("snapshot.deleted")

@@ -168,6 +168,12 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
                 f"backup {into!r} writes to a folder; adopted snapshots are copied inside S3, so its repository must be "
                 "an S3 bucket on the snapshots' endpoint",
             )
+        elif isinstance(repository, dict) and repository.get("encryption"):
+            report(
+                base + ("into",),
+                f"backup {into!r} writes to an encrypted repository; adopted snapshots are copied inside S3 as they "
+                "are, so they would be stored in clear: adopt into a repository without encryption",
+            )
 
 
 def _check_restore_shape(restore: dict[str, Any], base: PathKey, report: Any) -> None:

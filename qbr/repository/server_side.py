@@ -48,21 +48,23 @@ class ServerSideCopier:
         except botocore.exceptions.ClientError as error:
             raise self._error(error, bucket, key) from None
 
-    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str, size: int) -> str:
-        """Copy an object of `size` bytes; return the new object's etag."""
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str, size: int, extra: dict[str, str] | None = None) -> str:
+        """Copy an object of `size` bytes; return the new object's etag. `extra`: parameters the
+        new object is written with (the repository's SSE: ServerSideEncryption, SSEKMSKeyId)."""
         source = {"Bucket": source_bucket, "Key": source_key}
+        extra = dict(extra or {})
         try:
             if size <= COPY_LIMIT:
-                answer = self._client.copy_object(Bucket=bucket, Key=key, CopySource=source)
+                answer = self._client.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra)
                 return str(answer["CopyObjectResult"]["ETag"]).strip('"')
-            return self._copy_in_parts(source, bucket, key, size)
+            return self._copy_in_parts(source, bucket, key, size, extra)
         except botocore.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFoundError(f"s3://{source_bucket}/{source_key} is gone; it cannot be copied") from None
             raise self._error(error, source_bucket, source_key) from None
 
-    def _copy_in_parts(self, source: dict[str, str], bucket: str, key: str, size: int) -> str:
-        upload = self._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    def _copy_in_parts(self, source: dict[str, str], bucket: str, key: str, size: int, extra: dict[str, str]) -> str:
+        upload = self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
         try:
             part_size, parts = copy_part_size(size), []
             for number, start in enumerate(range(0, size, part_size), start=1):
