@@ -171,7 +171,9 @@ class ArchiveShards:
             return known
         path = self.scratch / f"archive-{index}.tar"
         digest = hashlib.sha256()
-        with self.repo.open_read(archive.key) as chunks, path.open("wb") as out:
+        from qbr.apply.at_rest import plaintext  # an encrypted archive: decrypted with the run's identity
+
+        with plaintext(self.repo, archive, f"archive {archive.key}") as chunks, path.open("wb") as out:
             for chunk in chunks:
                 digest.update(chunk)
                 out.write(chunk)
