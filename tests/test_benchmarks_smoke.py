@@ -23,6 +23,7 @@ RUNS = {
     "parallel": ["--collections", "3", "--size-mib", "1", "--rate-mib", "64", "--snapshot-latency", "0",
                  "--parallelism", "1", "3", "--repeat", "1"],
     "logical_copy": ["--points", "300", "--dim", "8", "--batch", "50", "--target-nodes", "2", "--shards", "2"],
+    "dedup": ["--points", "300", "--changes", "0.1", "--sweep-avg", "65536"],
     "encryption": ["--size-mib", "1", "2", "--repeat", "1"],
 }
 
@@ -118,3 +119,22 @@ def test_encryption_compares_encrypted_transfers_with_plain_ones(runs):
                           "encrypted_restore_vs_plain_2mib", "encrypted_traced_peak_2_vs_1mib"}
     assert all(v > 0 for v in found.values())
     assert "age backup MiB/s" in runs["encryption"].stdout
+
+
+def test_dedup_prints_what_a_second_backup_adds_in_qbr_and_restic(runs):
+    """Real segment files when qdrant-edge-py is installed (else the emulator's JSON lines: said so)."""
+    found = ratios(runs["dedup"])
+    assert {"qbr_added_over_full_10pct", "qbr_first_stored_over_size_10pct"} <= set(found)
+    assert 0 < found["qbr_added_over_full_10pct"] < 1, "the second archive costs less than a full copy"
+    out = runs["dedup"].stdout
+    assert "qbr adds" in out and "restic adds" in out and "avg    64 KiB: archive 2 in" in out
+    import shutil
+
+    if shutil.which("restic"):
+        assert "qbr_added_over_restic_10pct" in found and "qbr_speed_over_restic_10pct" in found
+    try:
+        import qdrant_edge  # noqa: F401
+    except ImportError:
+        assert "qdrant-edge-py is not installed: synthetic" in out
+    else:
+        assert "engine edge, 300 points" in out

@@ -168,3 +168,37 @@ def test_a_dedup_repository_is_opened_wrapped_and_never_presigns(tmp_path):
     with Connections(load_manifest(path)) as connections:
         assert isinstance(connections.repository("main"), ChunkedRepository)
         assert connections.can_presign("main") is False
+
+
+def test_the_sweep_plan_deletes_freed_chunks_now_and_orphans_only_past_the_grace_period():
+    from datetime import datetime, timezone
+
+    from qbr.plan import Action
+    from qbr.planner.chunks import plan_chunk_sweep
+    from qbr.planner.draft import DEFAULT_GRACE, Draft
+    from qbr.world import ChunkCensus, ChunkIndexObject, ObservedRepository
+
+    now = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+    old, recent = "2026-11-19T00:00:00Z", "2026-11-21T11:00:00Z"
+    census = ChunkCensus(
+        index=(ChunkIndexObject("index/a.json", recent, False, {"c1": 10, "c2": 20, "c3": 30}),
+               ChunkIndexObject("index/b.json", old, False, {"c9": 90}),
+               ChunkIndexObject("index/c.json", recent, False, {"c8": 80}),
+               ChunkIndexObject("index/killed.pending.json", old, True, {})),
+        lists={"snapshots/x/a": ("c1", "c2"), "snapshots/x/b": ("c2", "c3")},
+        unindexed={"c7": (70, old)},
+    )
+    repo = ObservedRepository("main", "folder", False, (), {}, chunks=census)
+    draft = Draft(actions=[Action(id="gc.main.snapshots/x/a", kind="delete_archive", change="delete", group="g", title="t",
+                                  reason="r", params={"repository": "main", "key": "snapshots/x/a"})])
+    plan_chunk_sweep(draft, repo, "g", now, DEFAULT_GRACE)
+    sweep = draft.actions[-1]
+    assert sweep.kind == "sweep_chunks" and sweep.depends_on == ("gc.main.snapshots/x/a",)
+    assert sweep.params["chunks"] == ["c1", "c7", "c9"], "freed now; orphans past the grace period; c8 waits; c2, c3 live"
+    assert sweep.params["markers"] == ["index/killed.pending.json"] and sweep.params["relist"] is True
+    assert "1 unreferenced chunks are younger than the grace period" in sweep.reason
+
+    quiet = Draft()
+    tidy = ChunkCensus(index=(ChunkIndexObject("index/a.json", old, False, {"c1": 1}),), lists={"snapshots/x/a": ("c1",)})
+    plan_chunk_sweep(quiet, ObservedRepository("main", "folder", False, (), {}, chunks=tidy), "g", now, DEFAULT_GRACE)
+    assert quiet.actions == [], "nothing to sweep: no action, so a second plan is empty"

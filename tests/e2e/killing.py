@@ -326,6 +326,48 @@ backups:
     )
 
 
+def dedup_world(bed: Bed) -> World:
+    """A dedup repository on S3 (chunks, chunk lists, the chunk index) with two sets (docs changed
+    before each, a 2 MiB synthetic collection deduplicated); the apply under test makes a third
+    (new chunks stored, indexed, listed) with retention keep_last 1, so two sets go and the chunk
+    sweep deletes the chunks only they named."""
+    from qbr.repository.chunked import ChunkedRepository
+
+    folder = bed.folder("dedup")
+    prod = start_cluster(bed, 1)
+    make_collection(prod.urls[0], "docs", points=30)
+    prod.add_synthetic_collection("big", snapshot_size=2 * MIB)
+    bucket = bed.bucket()
+
+    def manifest(retention: str) -> str:
+        return f"""
+version: 1
+clusters:
+  prod: {{url: "{prod.urls[0]}"}}
+repositories:
+  main:
+    s3: {{bucket: {bucket}, prefix: d, endpoint_url: "{bed.s3_endpoint}", region: us-east-1}}
+    dedup: true
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h, retention: {retention}}}
+"""
+
+    write_manifest(folder, manifest("{keep_last: 50}"))
+    with QdrantClient(prod.urls[0]) as client:
+        for step in range(2):
+            upsert(client, "docs", [100 + step])
+            must(qbr("apply", "--auto-approve", "--now", iso(T0 + timedelta(hours=step)), cwd=folder), "setup apply")
+        upsert(client, "docs", [200])
+    write_manifest(folder, manifest("{keep_last: 1}"))
+    return World(
+        folder,
+        T0 + timedelta(hours=2),
+        {"prod": prod},
+        {"main": ChunkedRepository(open_s3_repository(bucket, prefix="d", endpoint_url=bed.s3_endpoint))},
+        buckets=[(bed.s3_endpoint, bucket)],
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bed], World]] = {
     "backup": backup_world,
     "slow-snapshots": slow_snapshot_world,
@@ -333,6 +375,7 @@ SCENARIOS: dict[str, Callable[[Bed], World]] = {
     "restore": restore_world,
     "recovery": recovery_world,
     "logical-copy": logical_copy_world,
+    "dedup": dedup_world,
 }
 #: Scenarios whose uninterrupted run leaves the same world as another's (recovery ends as backup does).
 SAME_END_AS = {"recovery": "backup", "slow-snapshots": "backup"}
@@ -647,6 +690,10 @@ def check_garbage_is_swept(world: World, result: CaseResult) -> None:
             referenced |= SetRecord.from_json(repo.get_bytes(info.key), info.key).archive_keys()
         leftovers |= {(name, o.key) for o in repo.list("snapshots/") if o.key not in referenced}
         leftovers |= {(name, f"upload:{p.key}") for p in repo.pending_uploads()}
+        if hasattr(repo, "read_list"):  # a dedup repository: chunks no chunk list names are garbage too
+            named = {c for o in repo.list("snapshots/") if (listing := repo.read_list(o.key)) for c in listing.ids()}
+            leftovers |= {(name, f"chunk:{o.key.rsplit('/', 1)[1]}") for o in repo.list("chunks/")
+                          if o.key.rsplit("/", 1)[1] not in named}
     if not leftovers:
         return
     result.findings.append(f"{len(leftovers)} unreferenced archive(s)/upload(s) left for the garbage sweep")
@@ -662,6 +709,8 @@ def check_garbage_is_swept(world: World, result: CaseResult) -> None:
             swept.add((p["repository"], p["key"]))
         elif action["kind"] == "abort_upload":
             swept.add((p["repository"], f"upload:{p['key']}"))
+        elif action["kind"] == "sweep_chunks":
+            swept |= {(p["repository"], f"chunk:{c}") for c in p["chunks"]}
     for repo_name, key in sorted(leftovers - swept):
         result.failures.append(f"{repo_name}: {key} is left behind and no plan ever deletes it")
 

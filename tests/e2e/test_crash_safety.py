@@ -47,6 +47,12 @@ SAMPLE = [
     ("recovery", "node_snapshot.deleted", 1, 0.0),
     # a logical copy into 3 shards on 3 nodes (two collections, one custom-sharded), in batches
     ("logical-copy", "restore.copy_batch", 4, 0.0),  # some batches journaled, some maybe not yet
+    # a dedup repository on S3: chunks stored, indexed and listed; retention then the chunk sweep
+    ("dedup", "chunks.stored", 1, 0.0),  # a chunk stored, in no index object yet: its marker says so
+    ("dedup", "chunks.indexed", 1, 0.0),  # indexed, no chunk list names it yet
+    ("dedup", "chunks.list_written", 1, 0.0),  # an archive exists, its set does not
+    ("dedup", "sweep.index_written", 1, 0.0),  # the index no longer lists the doomed chunks, all still stored
+    ("dedup", "sweep.chunk_deleted", 1, 0.0),  # some doomed chunks deleted, some not
 ]
 
 

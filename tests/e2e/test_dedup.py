@@ -19,7 +19,7 @@ from tests.qdrant_testing import TestingClient as QdrantClient
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 SETS = 12
-SMALL_CHUNKS = {"QBR_TEST_CHUNK_SIZE": "4096"}  # the emulator's archives are kilobytes: several chunks each
+SMALL_CHUNKS = {"QBR_TEST_CHUNK_SIZE": "16384"}  # the emulator's archives are kilobytes: several chunks each
 
 
 def iso(moment: datetime) -> str:

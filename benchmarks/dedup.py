@@ -1,0 +1,212 @@
+"""Dedup: what a second backup of a changed shard costs, in qbr's chunked repository and in restic.
+
+Real Qdrant segment files, made with Qdrant's own engine (qdrant-edge-py, `pip install
+'qbr[deep]'`): an EdgeShard of N points (dim 384, payloads) is tarred (archive 1); then 1 % (or
+10 %) of its points are updated and 1 % added, and it is tarred again (archive 2). Both are
+stored through qbr's ChunkedRepository in a local folder; the table says, for archive 2, the
+bytes qbr stored, the bytes a full copy stores (its size), and what restic adds for the same
+file (when `restic` is installed), with throughputs. Without qdrant-edge-py, `--engine
+synthetic` makes archives of JSON lines (what the emulator writes), which dedup unlike segments.
+
+`--sweep-avg` also measures, for several average chunk sizes, how much of archive 2 is new
+(chunked and compressed): what benchmarks/README.md chose the parameters by.
+
+    python benchmarks/dedup.py --points 50000 --changes 0.01 0.10
+    python benchmarks/dedup.py --points 20000 --sweep-avg 262144 524288 1048576 2097152 4194304
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from _common import MIB, ROOT  # noqa: F401  (puts the repository on the path)
+
+from qbr.repository import open_local_repository
+from qbr.repository.chunked import ChunkedRepository
+from qbr.repository.chunks import Codec, cut, digest
+
+DIM = 384
+
+
+def _vector(rng: random.Random) -> list[float]:
+    return [rng.uniform(-1, 1) for _ in range(DIM)]
+
+
+def _payload(i: int, rng: random.Random, version: int) -> dict:
+    return {"n": i, "city": rng.choice(["Berlin", "Paris", "Lisbon", "Oslo"]), "version": version,
+            "text": f"document {i} v{version} " + " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(12))}
+
+
+def edge_shard(folder: Path, points: int, seed: int = 7):
+    import qdrant_edge as edge
+
+    config = edge.EdgeConfig(vectors={"": edge.EdgeVectorParams(size=DIM, distance=edge.Distance.Cosine)})
+    shard = edge.EdgeShard.create(str(folder), config)
+    rng = random.Random(seed)
+    for start in range(0, points, 1000):
+        batch = [edge.Point(i, _vector(rng), _payload(i, rng, 1)) for i in range(start, min(points, start + 1000))]
+        shard.update(edge.UpdateOperation.upsert_points(batch))
+    shard.flush()
+    return edge, shard
+
+
+def edge_change(edge, shard, points: int, updated: float, added: float, seed: int = 11) -> None:
+    rng = random.Random(seed)
+    ids = rng.sample(range(points), int(points * updated)) + list(range(points, points + int(points * added)))
+    for start in range(0, len(ids), 1000):
+        batch = [edge.Point(i, _vector(rng), _payload(i, rng, 2)) for i in ids[start : start + 1000]]
+        shard.update(edge.UpdateOperation.upsert_points(batch))
+    shard.flush()
+
+
+def tar_folder(folder: Path, out: Path) -> int:
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return out.stat().st_size
+
+
+def synthetic(out: Path, points: int, version: dict[int, int]) -> int:
+    rng = random.Random(3)
+    with out.open("w") as f:
+        for i in range(points + sum(1 for k in version if k >= points)):
+            vec = [round(rng.uniform(-1, 1), 6) for _ in range(DIM)]
+            f.write(json.dumps({"id": i, "vector": vec, "payload": _payload(i, random.Random(i), version.get(i, 1))}) + "\n")
+    return out.stat().st_size
+
+
+def archives(work: Path, engine: str, points: int, change: float) -> tuple[Path, Path]:
+    one, two = work / f"one-{change}.tar", work / f"two-{change}.tar"
+    if engine == "edge":
+        folder = work / f"shard-{change}"
+        edge, shard = edge_shard(folder, points)
+        tar_folder(folder, one)
+        edge_change(edge, shard, points, change, 0.01)
+        shard.close()
+        tar_folder(folder, two)
+        shutil.rmtree(folder)
+    else:
+        rng = random.Random(5)
+        changed = {i: 2 for i in rng.sample(range(points), int(points * change))}
+        changed.update({points + k: 2 for k in range(int(points * 0.01))})
+        synthetic(one, points, {})
+        synthetic(two, points, changed)
+    return one, two
+
+
+def read(path: Path):
+    with path.open("rb") as f:
+        while piece := f.read(MIB):
+            yield piece
+
+
+def new_bytes(one: Path, two: Path, avg: int) -> tuple[int, int, int]:
+    """(chunks in archive 2, plain bytes of its new chunks, their stored bytes after zstd)."""
+    sizes = dict(avg_size=avg, min_size=min(MIB, max(64, avg // 2)), max_size=min(16 * MIB, avg * 8))
+    seen = {digest(c) for c in cut(read(one), **sizes)}
+    codec = Codec()
+    count = plain = stored = 0
+    for c in cut(read(two), **sizes):
+        count += 1
+        cid = digest(c)
+        if cid not in seen:
+            seen.add(cid)
+            plain += len(c)
+            stored += len(codec.encode(c))
+    return count, plain, stored
+
+
+def qbr_store(one: Path, two: Path, repo_dir: Path) -> tuple[int, int, float, float]:
+    """(stored after 1, stored by 2, seconds for 1, seconds for 2) through ChunkedRepository."""
+    repo = ChunkedRepository(open_local_repository(repo_dir))
+
+    def stored() -> int:
+        return sum(o.size for o in repo.inner.list("chunks/"))
+
+    t0 = time.perf_counter()
+    repo.put_stream("snapshots/c/one", read(one))
+    t1 = time.perf_counter()
+    first = stored()
+    repo.put_stream("snapshots/c/two", read(two))
+    t2 = time.perf_counter()
+    return first, stored() - first, t1 - t0, t2 - t1
+
+
+def restic_store(one: Path, two: Path, work: Path) -> tuple[int, int, float, float] | None:
+    """(added by 1, added by 2, seconds, seconds) as restic's summary reports, or None without restic."""
+    restic = shutil.which("restic")
+    if restic is None:
+        return None
+    env = {"RESTIC_PASSWORD": "benchmark", "RESTIC_REPOSITORY": str(work / "restic"), "PATH": "/usr/bin:/bin",
+           "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+    subprocess.run([restic, "init"], env=env, check=True, capture_output=True)
+    results = []
+    for path in (one, two):
+        staged = work / "restic-src" / "shard.tar"  # the same path both times, as a nightly job would
+        staged.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, staged)
+        t0 = time.perf_counter()
+        run = subprocess.run([restic, "backup", "--json", str(staged)], env=env, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        summary = [json.loads(line) for line in run.stdout.splitlines() if '"summary"' in line][-1]
+        results.append((int(summary.get("data_added_packed", summary["data_added"])), seconds))
+    return results[0][0], results[1][0], results[0][1], results[1][1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=50_000)
+    parser.add_argument("--changes", type=float, nargs="+", default=[0.01, 0.10], help="fractions of points updated")
+    parser.add_argument("--engine", choices=["edge", "synthetic"], default=None, help="default: edge when qdrant-edge-py is installed")
+    parser.add_argument("--sweep-avg", type=int, nargs="*", default=[], help="average chunk sizes to measure new bytes at")
+    args = parser.parse_args()
+    engine = args.engine
+    if engine is None:
+        try:
+            import qdrant_edge  # noqa: F401
+
+            engine = "edge"
+        except ImportError:
+            engine = "synthetic"
+            print("qdrant-edge-py is not installed: synthetic JSON-lines archives (dedup unlike real segments)")
+    work = Path(tempfile.mkdtemp(prefix="qbr-dedup-bench-"))
+    try:
+        print(f"engine {engine}, {args.points} points, dim {DIM}; archive 2: the given fraction updated and 1 % added")
+        print(f"{'change':>7} {'archive 1':>10} {'archive 2':>10} {'full copy':>10} {'qbr adds':>10} {'restic adds':>11} "
+              f"{'qbr MB/s':>9} {'restic MB/s':>11}")
+        for change in args.changes:
+            one, two = archives(work, engine, args.points, change)
+            size1, size2 = one.stat().st_size, two.stat().st_size
+            first, added, s1, s2 = qbr_store(one, two, work / f"qbr-{change}")
+            restic = restic_store(one, two, work / f"r-{change}") if shutil.which("restic") else None
+            r_added = f"{restic[1] / MIB:9.1f}Mi" if restic else "        -  "
+            r_rate = f"{size2 / restic[3] / 1e6:11.0f}" if restic else "          -"
+            print(f"{change:7.0%} {size1 / MIB:8.1f}Mi {size2 / MIB:8.1f}Mi {size2 / MIB:8.1f}Mi {added / MIB:8.1f}Mi {r_added} "
+                  f"{size2 / s2 / 1e6:9.0f} {r_rate}")
+            print(f"ratio: qbr_added_over_full_{int(change * 100)}pct = {added / size2:.4f} (bytes qbr stored for archive 2 / its size)")
+            print(f"ratio: qbr_first_stored_over_size_{int(change * 100)}pct = {first / size1:.4f} (archive 1, chunked and compressed)")
+            if restic:
+                print(f"ratio: qbr_added_over_restic_{int(change * 100)}pct = {added / max(1, restic[1]):.4f} "
+                      f"(restic added {restic[1]} bytes, first {restic[0]})")
+                print(f"ratio: qbr_speed_over_restic_{int(change * 100)}pct = {restic[3] / s2:.4f} (throughput on archive 2)")
+            for avg in args.sweep_avg:
+                count, plain, stored = new_bytes(one, two, avg)
+                print(f"  avg {avg // 1024:>5} KiB: archive 2 in {count} chunks, new {plain / MIB:.1f} MiB plain, "
+                      f"{stored / MIB:.1f} MiB stored ({plain / size2:.1%} of it new)")
+            for path in (one, two):
+                path.unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
