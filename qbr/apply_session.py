@@ -23,6 +23,7 @@ from qbr.events import EVENTS_FORMAT, Emit, echo_log, event_log, logs_to, plan_e
 from qbr.interrupt import EXIT_INTERRUPTED, Interrupts, stopping_message
 from qbr.render.plan import SYMBOLS
 from qbr.render.progress import LiveProgress
+from qbr.repository.accounting import describe_requests
 
 MARKS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "abandoned": "ABANDONED"}
 
@@ -213,10 +214,15 @@ class ApplySession:
             verdict = "complete" if report.ok else "stopped" if outcome in ("stopped", "abandoned") else "incomplete"
             summary = f"Apply {verdict}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped"
             self.say(summary + (f", {counts['abandoned']} abandoned." if counts["abandoned"] else "."))
+            for name, requests in report.s3_requests.items():
+                self.say(f"Repository {name}: {describe_requests(requests)}")
         code = self._write_metrics(outcome, code, started)
         counts = {s: sum(1 for r in self._runs if r.status == s) for s in MARKS}
         seconds = round((self.now() - started).total_seconds(), 3)
-        self.emit("outcome", {"outcome": outcome, "exit_code": code, "seconds": seconds, "actions": counts})
+        data = {"outcome": outcome, "exit_code": code, "seconds": seconds, "actions": counts}
+        if report is not None and report.s3_requests:
+            data["s3_requests"] = report.s3_requests
+        self.emit("outcome", data)
         return code
 
     def _write_metrics(self, outcome: str, code: int, started: datetime) -> int:

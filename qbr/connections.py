@@ -134,6 +134,14 @@ class Connections:
                 copier = self._copiers[(endpoint_url, region)] = ServerSideCopier(endpoint_url, region)
             return copier
 
+    def s3_requests(self) -> dict[str, dict[str, int]]:
+        """S3 requests sent so far by kind and bytes moved, per repository opened (S3 ones only):
+        what a run cost, for an operator pricing a schedule."""
+        with self._lock:
+            opened = dict(self._repositories)
+        return {name: dict(counts) for name, repo in sorted(opened.items())
+                if isinstance(counts := getattr(repo, "requests", None), dict)}
+
     def can_presign(self, name: str) -> bool:
         config = self.manifest.repositories[name]
         return config.kind == "s3" and not config.dedup  # a chunked archive is rebuilt by qbr, uploaded

@@ -80,6 +80,7 @@ class Outcome:
 @dataclass
 class ApplyReport:
     outcomes: list[Outcome] = field(default_factory=list)
+    s3_requests: dict[str, dict[str, int]] = field(default_factory=dict)  # repository -> requests by kind, bytes
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -187,6 +188,7 @@ class Applier:
             pool.shutdown(wait=not self._abandoned, cancel_futures=self._abandoned)
         self.state.provenance["finished"] = utc_iso(self.clock())
         self._save()
+        report.s3_requests = self.connections.s3_requests()
         return report
 
     def _run_one(self, action: Action) -> Outcome:

@@ -385,3 +385,18 @@ def test_a_node_that_refuses_url_recovery_gets_an_upload_under_via_auto_and_a_se
     assert auto.exit_code == 0, auto.output
     assert "could not fetch the archive by URL, so it was uploaded through qbr" in auto.output
     assert len(all_points(target.urls[0], "docs")) == 10 and target.upload_bytes() > 0
+
+
+def test_apply_says_what_it_cost_in_s3_requests_per_repository(emulator, tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=10)
+    backup_and_replica(source, target, tmp_path,
+                       repo=f'{{s3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}}}')
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    line = next(x for x in run.stdout.splitlines() if x.startswith("Repository main: S3: "))
+    assert " PUT" in line and " GET" in line and "up" in line
+    events = qbr("apply", "--auto-approve", "--json", "--now", T1, cwd=tmp_path)
+    outcome = json.loads(events.stdout.strip().splitlines()[-1])
+    assert outcome["type"] == "outcome" and outcome["s3_requests"]["main"]["LIST"] >= 1
