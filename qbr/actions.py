@@ -8,7 +8,7 @@ field is missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from qbr.errors import QbrError
@@ -198,7 +198,9 @@ PARAMS: dict[str, type] = {
 
 def as_params(typed: Any) -> dict[str, Any]:
     """The JSON form of typed parameters (tuples become lists, as a saved plan reads back)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(typed).items()}
+    # Shallow on purpose: values are JSON-native already (the planner turns the whole action into
+    # JSON data once more); a deep asdict() of a commit's carried records was most of a plan's time.
+    return {f.name: list(v) if isinstance(v := getattr(typed, f.name), tuple) else v for f in fields(typed)}
 
 
 def params_of(kind: str, params: dict[str, Any], action_id: str) -> Any:

@@ -7,6 +7,7 @@ garbage collection sweeps, which restore targets are (re)recovered and from whic
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -39,6 +40,20 @@ def make_plan(
 ) -> Plan:
     """Diff the manifest against the observed world and the state; return what apply must do.
     With `rekey`: only encrypting sets again for their repository's current recipients."""
+    # The cyclic garbage collector would walk the whole observed world again and again while the
+    # plan allocates (superlinear at 10,000 collections); nothing here makes reference cycles.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _make_plan(manifest, observed, state, now, grace=grace, rekey=rekey)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _make_plan(
+    manifest: Manifest, observed: Observed, state: State, now: datetime, *, grace: timedelta, rekey: bool
+) -> Plan:
     draft = Draft()
     if rekey:
         plan_rekeys(draft, manifest, observed)
