@@ -141,6 +141,8 @@ class Applier:
         self.outputs: dict[str, dict[str, Any]] = {}
         self._state_lock = threading.Lock()
         self._nodes = NodeSlots()
+        self._references: dict[str, dict[str, str]] = {}
+        self._references_lock = threading.Lock()
 
     # ------------------------------------------------------------ the walk
 
@@ -291,3 +293,13 @@ class Applier:
     def restore_mark(self, restore: str, target: str) -> dict[str, Any] | None:
         with self._state_lock:
             return self.state.restores.get(restore, {}).get(target)
+
+    def archive_references(self, repository: str) -> dict[str, str]:
+        with self._references_lock:
+            if repository not in self._references:
+                self._references[repository] = cleanup.read_archive_references(self.connections.repository(repository))
+            return self._references[repository]
+
+    def forget_archive_references(self, repository: str) -> None:
+        with self._references_lock:
+            self._references.pop(repository, None)

@@ -36,6 +36,7 @@ def delete_set(ctx: ActionContext, p: DeleteSet, action_id: str) -> dict[str, An
         return {"journal": {"set": key, "already_gone": True}}
     faultpoints.reached("set.before_delete")
     at_rest.delete_object(ctx, p.repository, key)  # every version, on an Object Lock bucket
+    ctx.forget_archive_references(p.repository)
     faultpoints.reached("set.deleted")
     return {"journal": {"set": key}}
 
@@ -43,7 +44,14 @@ def delete_set(ctx: ActionContext, p: DeleteSet, action_id: str) -> dict[str, An
 def check_delete_archive(ctx: ActionContext, p: DeleteArchive, pre: dict[str, Any]) -> None:
     if not pre.get("unreferenced"):
         return
-    repo = ctx.connections.repository(p.repository)
+    holder = ctx.archive_references(p.repository).get(p.key)
+    if holder is not None:
+        raise PreconditionError(f"archive {p.key} is referenced by set {holder}; it was kept")
+
+
+def read_archive_references(repo: Any) -> dict[str, str]:
+    """Every archive key the repository's set records name -> the first set naming it."""
+    found: dict[str, str] = {}
     for o in repo.list(SETS_PREFIX):
         if parse_set_key(o.key) is None:
             continue
@@ -51,8 +59,9 @@ def check_delete_archive(ctx: ActionContext, p: DeleteArchive, pre: dict[str, An
             record = SetRecord.from_json(repo.get_bytes(o.key), o.key)
         except NotFoundError:
             continue
-        if p.key in record.archive_keys():
-            raise PreconditionError(f"archive {p.key} is referenced by set {record.backup}/{record.set_id}; it was kept")
+        for key in record.archive_keys():
+            found.setdefault(key, f"{record.backup}/{record.set_id}")
+    return found
 
 
 def delete_archive(ctx: ActionContext, p: DeleteArchive, action_id: str) -> dict[str, Any]:

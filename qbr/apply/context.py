@@ -46,3 +46,10 @@ class ActionContext(Protocol):
 
     def restore_mark(self, restore: str, target: str) -> dict[str, Any] | None:
         """What the state says about `target` of `restore` now."""
+
+    def archive_references(self, repository: str) -> dict[str, str]:
+        """Archive key -> the set naming it, read once per run (and again after a set is deleted):
+        garbage collection checks every archive against it instead of reading every set each time."""
+
+    def forget_archive_references(self, repository: str) -> None:
+        """A set was deleted: the next check reads the set records again."""

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from qbr.apply.applier import NodeSlots
+from qbr.apply.cleanup import read_archive_references
 from qbr.connections import Connections
 from qbr.transfer import Progress
 
@@ -19,6 +20,8 @@ class ScratchContext:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._nodes = NodeSlots()
         self._marks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._references: dict[str, dict[str, str]] = {}
+        self._references_lock = threading.Lock()
 
     def now(self) -> datetime:
         return self._clock()
@@ -46,3 +49,13 @@ class ScratchContext:
 
     def restore_mark(self, restore: str, target: str) -> dict[str, Any] | None:
         return self._marks.get((restore, target))
+
+    def archive_references(self, repository: str) -> dict[str, str]:
+        with self._references_lock:
+            if repository not in self._references:
+                self._references[repository] = read_archive_references(self.connections.repository(repository))
+            return self._references[repository]
+
+    def forget_archive_references(self, repository: str) -> None:
+        with self._references_lock:
+            self._references.pop(repository, None)

@@ -400,3 +400,21 @@ def test_apply_says_what_it_cost_in_s3_requests_per_repository(emulator, tmp_pat
     events = qbr("apply", "--auto-approve", "--json", "--now", T1, cwd=tmp_path)
     outcome = json.loads(events.stdout.strip().splitlines()[-1])
     assert outcome["type"] == "outcome" and outcome["s3_requests"]["main"]["LIST"] >= 1
+
+
+def test_garbage_collection_reads_the_set_records_once_not_once_per_archive(emulator, tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    for name in ("a", "b", "c"):
+        make_collection(source.urls[0], name, points=3)
+    repo = f'{{s3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}}}'
+    backup_and_replica(source, target, tmp_path, repo=repo, backup_extra="    retention: {keep_last: 4}\n")
+    for hour in (6, 8, 10, 12, 14):
+        assert qbr("apply", "--auto-approve", "--now", f"2026-11-21T{hour:02d}:00:00Z", cwd=tmp_path).exit_code == 0
+    run = qbr("apply", "--auto-approve", "--json", "--now", "2026-11-21T16:00:00Z", cwd=tmp_path)
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    deleted = [e for e in events if e["type"] == "action_finished" and e["action"].startswith("gc.")]
+    assert len(deleted) == 3 and all(e["status"] == "done" for e in deleted)
+    # 5 sets: observe reads each once and the GC check once more (11 GETs); before, the check
+    # read every set record again for each of the 3 archives (19)
+    assert events[-1]["s3_requests"]["main"]["GET"] <= 12
