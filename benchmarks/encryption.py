@@ -33,7 +33,6 @@ from qbr.repository import Repository, open_local_repository
 from qbr.transfer import Digest, verified
 
 TARGET = "restored"
-KEYS: tuple[str, ...] = ()  # the recipients' text (set in main): large archives are encrypted in a child process
 
 
 def _timed(work: Callable[[], object]) -> float:
@@ -49,7 +48,7 @@ def backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: 
         if recipients is None:
             repo.put_stream(key, plain, size=snapshot.size)
             return None
-        return put_encrypted(repo, key, plain, recipients, snapshot.size, "snapshot", KEYS)
+        return put_encrypted(repo, key, plain, recipients, snapshot.size, "snapshot")
 
 
 def restore(client: QdrantClient, snapshot: SnapshotInfo, repo: Repository, archive: ArchiveRecord) -> None:
@@ -114,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         (work / "key.txt").write_text(f"{secret}\n")
         encryption.KEYRING.use_file(work / "key.txt")
         recipients = [secret.to_public()]
-        global KEYS
-        KEYS = (str(secret.to_public()),)
         assert identity(work / "key.txt")
         rows, found = [], {}
         synthetic = {f"bench{n}": n * MIB for n in args.size_mib}

@@ -302,112 +302,24 @@ def _piped(work: Callable[[Any, Any], None], chunks: Iterable[bytes], name: str,
         worker.join()
 
 
-def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any], *, keys: tuple[str, ...] = ()) -> Iterator[bytes]:
-    """The age encryption of the bytes `chunks` yields, streamed. With `keys` (the recipients'
-    text) and a large stream it runs in a child process (see _child_stream)."""
+def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any]) -> Iterator[bytes]:
+    """The age encryption of the bytes `chunks` yields, streamed."""
     pyrage = _pyrage()
 
     def translate(error: BaseException) -> BaseException:
         return QbrError(f"encryption failed: {error}")
 
-    if keys:
-        return _child_stream(["encrypt", *keys], chunks, translate)
     return _piped(lambda src, dst: pyrage.encrypt_io(src, dst, recipients), chunks, "qbr-age-encrypt", translate)
 
 
-def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str, *, identity_file: Path | None = None) -> Iterator[bytes]:
+def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str) -> Iterator[bytes]:
     """The plaintext of an age file that `chunks` yields, streamed; a wrong identity or damaged
-    ciphertext is a sentence naming `what`. With `identity_file`, in a child process."""
+    ciphertext is a sentence naming `what`."""
     pyrage = _pyrage()
 
     def translate(error: BaseException) -> BaseException:
-        if "No matching keys" in str(error):
+        if isinstance(error, pyrage.DecryptError) and "No matching keys" in str(error):
             return IdentityError(f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)")
-        return QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({str(error).strip() or 'decryption error'})")
+        return QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})")
 
-    if identity_file is not None:
-        return _child_stream(["decrypt", str(identity_file)], chunks, translate)
     return _piped(lambda src, dst: pyrage.decrypt_io(src, dst, identities), chunks, "qbr-age-decrypt", translate)
-
-
-#: Streams at least this large are encrypted and decrypted in a child process: pyrage reads its
-#: input 8 KiB at a time, each read taking the GIL, so in this process it would contend with the
-#: download, hashing and upload threads; a child has a GIL (and a core) of its own.
-CHILD_AFTER = 16 << 20
-
-
-def _child_stream(args: list[str], chunks: Iterable[bytes], translate: Callable[[BaseException], BaseException]) -> Iterator[bytes]:
-    """pyrage in a child Python (`python -m qbr.encryption encrypt KEY... | decrypt FILE`): the
-    bytes go to its stdin from a thread and come back from its stdout, through OS pipes only.
-    The identity is never passed: the child reads the file the run was given."""
-    import subprocess
-    import sys
-
-    child = subprocess.Popen([sys.executable, "-m", "qbr.encryption", *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-    failure: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            for chunk in chunks:
-                child.stdin.write(chunk)  # type: ignore[union-attr]
-        except BaseException as error:  # the source's error (a checksum mismatch), or the child died
-            failure.append(error)
-            child.kill()
-        finally:
-            try:
-                child.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
-
-    feeder = threading.Thread(target=feed, name="qbr-age-feed", daemon=True)
-    feeder.start()
-    try:
-        held = bytearray()
-        while piece := child.stdout.read1(OUT_CHUNK):
-            held += piece
-            if len(held) >= OUT_CHUNK:
-                yield bytes(held)
-                held.clear()
-        feeder.join()
-        code = child.wait()
-        if failure and not isinstance(failure[0], OSError):
-            raise failure[0]
-        if code != 0:
-            raise translate(QbrError(child.stderr.read().decode("utf-8", "replace")[-300:]))
-        if failure:
-            raise failure[0]
-        if held:
-            yield bytes(held)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        feeder.join()
-        child.wait()
-        for stream in (child.stdout, child.stderr):
-            stream.close()
-
-
-def _child_main(argv: list[str]) -> int:
-    """The child's side of _child_stream: stdin to stdout, encrypted or decrypted."""
-    import sys
-
-    pyrage = _pyrage()
-    source, target = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        if argv[0] == "encrypt":
-            pyrage.encrypt_io(source, target, parse_recipients(argv[1:], "recipients"))
-        else:
-            pyrage.decrypt_io(source, target, load_identities(Path(argv[1])))
-        target.flush()
-    except Exception as error:  # said on stderr, read by the parent
-        sys.stderr.write(f"{error}\n")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_child_main(sys.argv[1:]))

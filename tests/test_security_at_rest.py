@@ -245,22 +245,3 @@ def test_sse_reaches_multipart_uploads_small_puts_and_server_side_copies(s3_buck
     for key in ("p/big", "p/small", "p/copied"):
         head = client.head_object(Bucket=bucket, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith("alias/qbr"), key
-
-
-def test_large_streams_go_through_a_child_process_with_the_same_results_and_sentences(tmp_path):
-    identity = pyrage.x25519.Identity.generate()
-    (tmp_path / "key.txt").write_text(f"{identity}\n")
-    data = os.urandom(5 << 20)
-    keys = (str(identity.to_public()),)
-    cipher = b"".join(encryption.encrypt_stream(chunks(data, 1 << 20), [identity.to_public()], keys=keys))
-    assert pyrage.decrypt(cipher, [identity]) == data
-    assert b"".join(encryption.decrypt_stream(chunks(cipher), [identity], "archive a", identity_file=tmp_path / "key.txt")) == data
-    other = tmp_path / "other.txt"
-    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-    with pytest.raises(encryption.IdentityError, match="encrypted to other recipients"):
-        b"".join(encryption.decrypt_stream(chunks(cipher), [], "archive a", identity_file=other))
-    with pytest.raises(QbrError, match="damaged or cut short"):
-        b"".join(encryption.decrypt_stream(chunks(cipher[:-1000]), [], "archive a", identity_file=tmp_path / "key.txt"))
-    source = verified(chunks(data), Digest(), what="snapshot s", expected_sha256="0" * 64)
-    with pytest.raises(ChecksumError, match="snapshot s: sha256"):
-        b"".join(encryption.encrypt_stream(source, [identity.to_public()], keys=keys))

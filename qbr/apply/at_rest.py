@@ -44,15 +44,11 @@ def label(fingerprint: str) -> str:
 # -- archives ------------------------------------------------------------------------------
 
 
-def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str,
-                  keys: tuple[str, ...] = ()) -> Digest:
-    """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and sha256.
-    `keys` (the recipients' text): a large archive is encrypted in a child process."""
+def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str) -> Digest:
+    """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and sha256."""
     stored = Digest()
     bound = encryption.ciphertext_size(size, len(recipients)) if size is not None else None
-    big = size is None or size >= encryption.CHILD_AFTER
-    cipher = encryption.encrypt_stream(plain, recipients, keys=keys if big else ())
-    repo.put_stream(key, verified(cipher, stored, what=what), size=bound)
+    repo.put_stream(key, verified(encryption.encrypt_stream(plain, recipients), stored, what=what), size=bound)
     return stored
 
 
@@ -65,10 +61,9 @@ def plaintext(repo: Any, archive: ArchiveRecord, what: str) -> Iterator[Iterator
             yield chunks
             return
         identities = encryption.KEYRING.identities(f"restoring encrypted archive {archive.key}")
-        child = encryption.KEYRING.path() if archive.size >= encryption.CHILD_AFTER else None
         digest = Digest()
         yield verified(
-            encryption.decrypt_stream(chunks, identities, f"archive {archive.key}", identity_file=child), digest, what=what,
+            encryption.decrypt_stream(chunks, identities, f"archive {archive.key}"), digest, what=what,
             expected_size=archive.size, expected_sha256=archive.sha256 or None,
         )
 
@@ -142,8 +137,7 @@ def rekey_set(ctx: ActionContext, p: RekeySet, action_id: str) -> dict[str, Any]
                 continue
             what = f"archive {archive.key} of set {p.set_id}"
             with plaintext(repo, archive, what) as chunks:
-                stored = put_encrypted(repo, new_key, chunks, recipients, archive.size, what,
-                                       config_of(ctx, p.repository).encryption.recipients)
+                stored = put_encrypted(repo, new_key, chunks, recipients, archive.size, what)
             moved[archive.key] = replace(archive, key=new_key, encryption=label(fingerprint),
                                          stored_size=stored.size, stored_sha256=stored.sha256)
     collections: dict[str, CollectionRecord] = {}

@@ -197,8 +197,7 @@ def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: A
                 plain = verified(stream, digest, what=what, expected_size=snapshot.size,
                                  expected_sha256=snapshot.checksum, progress=ctx.progress)
                 if recipients is not None:
-                    stored = at_rest.put_encrypted(repo, key, plain, recipients[0], size, what,
-                                                   at_rest.config_of(ctx, p.repository).encryption.recipients)
+                    stored = at_rest.put_encrypted(repo, key, plain, recipients[0], size, what)
                 else:
                     repo.put_stream(key, plain, size=size)
             break

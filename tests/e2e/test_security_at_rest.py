@@ -19,7 +19,6 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from qbr import encryption
 from qbr.verify import ENGINE_ENV
 from tests.e2e.helpers import all_points, make_collection, qbr, sha256_of, upsert, write_manifest
 from tests.qdrant_testing import TestingClient as Client
@@ -179,7 +178,6 @@ def test_debians_age_decrypts_an_archive_from_the_bucket_and_qdrant_restores_it(
 
 def test_rekey_leaves_every_set_restorable_with_the_new_identity_and_none_with_the_old(emulator, tmp_path, monkeypatch):
     monkeypatch.setenv(ENGINE_ENV, EMULATOR_COUNTER)  # verify --deep counts the emulator's points
-    monkeypatch.setattr(encryption, "CHILD_AFTER", 0)  # every archive through the child process, as large ones go
     source, target = _source(emulator)
     old_file, old_public, _ = _identity(tmp_path, "old.txt")
     new_file, new_public, _ = _identity(tmp_path, "new.txt")
