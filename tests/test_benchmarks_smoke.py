@@ -25,6 +25,7 @@ RUNS = {
     "logical_copy": ["--points", "300", "--dim", "8", "--batch", "50", "--target-nodes", "2", "--shards", "2"],
     "dedup": ["--points", "300", "--changes", "0.1", "--sweep-avg", "65536"],
     "encryption": ["--size-mib", "1", "2", "--repeat", "1"],
+    "server_side": ["--size-mib", "2"],
 }
 
 
@@ -138,3 +139,11 @@ def test_dedup_prints_what_a_second_backup_adds_in_qbr_and_restic(runs):
         assert "qdrant-edge-py is not installed: synthetic" in out
     else:
         assert "engine edge, 300 points" in out
+
+
+def test_server_side_moves_no_archive_byte_through_qbr_and_times_both_paths(runs):
+    found = ratios(runs["server_side"])
+    assert found["server_side_mib_through_qbr"] == 0.0
+    assert found["server_side_time_vs_client_side"] > 0
+    out = runs["server_side"].stdout
+    assert "server-side" in out and "client-side" in out and "2.0" in out  # the client path moved the 2 MiB
