@@ -99,11 +99,9 @@ def test_a_damaged_chunk_is_named_when_the_archive_is_read_and_a_missing_one_bef
         with repo.open_read("snapshots/c/a") as chunks:
             b"".join(chunks)
     path.unlink()
-    repo.index.reset()
-    (repo.inner.root / "index").rename(repo.inner.root / "index-gone")  # no index: it is rebuilt from the chunks
+    assert repo.index.has(victim), "the index still lists it: a cache, not the truth"
     with pytest.raises(ChecksumError, match=f"chunk {victim} of archive snapshots/c/a is missing"):
         repo.check_archive("snapshots/c/a", len(data))
-    assert [o.key for o in repo.inner.list("index/")], "the index was rebuilt from a listing"
 
 
 def test_whole_archives_and_chunked_ones_share_a_repository(repo):

@@ -36,6 +36,7 @@ from qbr.repository.chunks import AVG_SIZE, MAGIC, MAX_SIZE, MIN_SIZE, ChunkList
 IN_FLIGHT = 4  # chunks being compressed and stored at once (memory: this many chunks)
 READ_AHEAD = 4  # chunks being fetched and checked ahead of the reader
 BATCH = 64  # new chunks per confirmed index object
+CHECKS = 16  # HEADs at once when a restore checks that every chunk of an archive is stored
 ENCODING = "chunks"
 
 
@@ -188,14 +189,18 @@ class ChunkedRepository(Repository):
 
     def check_archive(self, key: str, size: int) -> None:
         """Before a restore touches its target: the chunk list holds `size` bytes and every chunk it
-        names is stored (the index, else a HEAD). Damage inside a chunk is caught as it streams."""
+        names is stored (asked of the store itself, CHECKS at once: the index is only a cache).
+        Damage inside a chunk is caught as it streams, before the node sees the archive's end."""
         listing = self.read_list(key)
         if listing is None:
             return
         if listing.size != size:
             raise ChecksumError(f"the chunk list {key} holds {listing.size} bytes, its set recorded {size}; it was not restored")
-        for chunk_id in sorted(listing.ids()):
-            if not self.index.exists(chunk_id):
+        ids = sorted(listing.ids())
+        with ThreadPoolExecutor(max_workers=CHECKS, thread_name_prefix="qbr-chunk-check") as pool:
+            stored = list(pool.map(lambda c: self.inner.head(chunk_key(c)) is not None, ids))
+        for chunk_id, there in zip(ids, stored):
+            if not there:
                 raise ChecksumError(f"chunk {chunk_id} of archive {key} is missing from the repository; it was not restored (run qbr verify)")
 
 

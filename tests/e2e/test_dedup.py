@@ -131,6 +131,12 @@ def test_twelve_dedup_sets_restore_exactly_retention_sweeps_exactly_and_damage_i
     assert stored_chunks(repo) == referenced_chunks(repo), "the sweep leaves exactly the chunks the remaining sets name"
     assert run("plan", "--detailed-exitcode", "--now", iso(at(SETS + 1)), cwd=tmp_path).exit_code == 0
 
+    for index_object in list(repo.inner.list("index/")):  # the index is a cache: lost, it is made again
+        repo.inner.delete(index_object.key)
+    rebuilt = run("repair-index", cwd=tmp_path)
+    assert f"rebuilt: {len(stored_chunks(repo))} chunks listed" in rebuilt.stdout
+    assert run("plan", "--detailed-exitcode", "--now", iso(at(SETS + 1)), cwd=tmp_path).exit_code == 0
+
     newest = max(sets_of(repo), key=lambda r: r.set_id)
     listing = repo.read_list(newest.collections["docs"].archives[0].key)
     victim = listing.chunks[len(listing.chunks) // 2][0]
