@@ -200,3 +200,23 @@ def test_the_sweep_plan_deletes_freed_chunks_now_and_orphans_only_past_the_grace
     tidy = ChunkCensus(index=(ChunkIndexObject("index/a.json", old, False, {"c1": 1}),), lists={"snapshots/x/a": ("c1",)})
     plan_chunk_sweep(quiet, ObservedRepository("main", "folder", False, (), {}, chunks=tidy), "g", now, DEFAULT_GRACE)
     assert quiet.actions == [], "nothing to sweep: no action, so a second plan is empty"
+
+
+def test_memory_stays_flat_whatever_the_archive_size(tmp_path):
+    import tracemalloc
+
+    repo = ChunkedRepository(open_local_repository(tmp_path / "flat"))
+
+    def stream(mib: int):
+        rng = random.Random(mib)
+        for _ in range(mib):
+            yield rng.randbytes(MIB)
+
+    peaks = {}
+    for mib in (8, 64):
+        tracemalloc.start()
+        repo.put_stream(f"snapshots/c/{mib}", stream(mib))
+        peaks[mib] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # bound: IN_FLIGHT chunks of at most 8 MiB, plus the chunker's buffer (measured: 28 MiB at 8 MiB, 34-40 up to 192)
+    assert peaks[64] < 64 * MIB and peaks[64] < 2 * peaks[8], {k: v >> 20 for k, v in peaks.items()}
