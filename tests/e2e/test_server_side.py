@@ -54,7 +54,7 @@ def test_a_cluster_writing_to_s3_is_backed_up_retained_verified_and_restored_wit
     sets = _keys(endpoint, bucket, "qbr/sets/")
     archives = _keys(endpoint, bucket, "qbr/snapshots/")
     assert len(sets) == 1 and len(archives) == 4 and all("20261121T100000Z" in k for k in archives)
-    verified = qbr("verify", "--deep", cwd=tmp_path)
+    verified = qbr("verify", "--deep", cwd=tmp_path, env={"QBR_DEEP_ENGINE": "tests.verify_engine:EmulatorPointCounter"})
     assert verified.exit_code == 0, verified.output
 
 
