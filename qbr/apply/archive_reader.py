@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from qbr.errors import ChecksumError, QbrError
+from qbr.plugins import load_plugin
 from qbr.records import CollectionRecord
 
 ENGINE_ENV = "QBR_COPY_ENGINE"
@@ -102,18 +103,7 @@ def choose_reader(setting: str | None = None) -> ShardReader:
                 "a logical copy with copy_from: archive reads the archives with Qdrant's engine, which is not installed "
                 "here: install qdrant-edge-py (pip install 'qbr[deep]'), or set copy_from: live"
             ) from None
-    module_name, _, attribute = setting.partition(":")
-    try:
-        reader = getattr(importlib.import_module(module_name), attribute)()
-    except Exception as error:
-        raise QbrError(
-            f"{ENGINE_ENV}={setting} cannot be loaded ({error.__class__.__name__}: {error}); "
-            "for Qdrant's engine install qdrant-edge-py (pip install 'qbr[deep]')"
-        ) from None
-    if not callable(getattr(reader, "open", None)):
-        raise QbrError(f"{ENGINE_ENV}={setting} gave {reader!r}, which has no open(shard_snapshot, scratch) method")
-    return reader
-
+    return load_plugin(ENGINE_ENV, setting, "open", "shard_snapshot, scratch")
 
 class ArchiveShards:
     """The shards of one collection of a set, as shard snapshots on local disk: each archive is

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from qbr.errors import QbrError
+from qbr.plugins import load_plugin
 
 ENGINE_MODULE = "qdrant_edge"  # PyPI qdrant-edge-py: Qdrant's storage engine, in process
 ENGINE_ENV = "QBR_DEEP_ENGINE"
@@ -82,16 +83,6 @@ def choose_counter(setting: str | None = None) -> PointCounter | None:
     if not setting:
         edge = load_engine()
         return None if edge is None else QdrantEdgeCounter(edge)
-    module_name, _, attribute = setting.partition(":")
-    if not module_name or not attribute:
+    if ":" not in setting or setting.startswith(":") or setting.endswith(":"):  # says how to name Qdrant's engine
         raise QbrError(f"{ENGINE_ENV}={setting} is not module:attribute (for Qdrant's engine: qbr.verify.engine:QdrantEdgeCounter)")
-    try:
-        counter = getattr(importlib.import_module(module_name), attribute)()
-    except Exception as error:
-        raise QbrError(
-            f"{ENGINE_ENV}={setting} cannot be loaded ({error.__class__.__name__}: {error}); "
-            "for Qdrant's engine install qdrant-edge-py (pip install 'qbr[deep]')"
-        ) from None
-    if not callable(getattr(counter, "count", None)):
-        raise QbrError(f"{ENGINE_ENV}={setting} gave {counter!r}, which has no count(shard_snapshot, scratch) method")
-    return counter
+    return load_plugin(ENGINE_ENV, setting, "count", "shard_snapshot, scratch")
