@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import io
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError
 from qbr.manifest import AdoptConfig, Manifest
+from qbr.planner.backups import backup_is_due
 from qbr.records import (
     SETS_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -24,6 +26,7 @@ from qbr.records import (
     utc_iso,
 )
 from qbr.repository import cleanup_gaps, open_s3_repository
+from qbr.state import State
 from qbr.world import (
     ArchiveObject,
     BrokenSet,
@@ -56,23 +59,45 @@ class _Pool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def observe(manifest: Manifest, connections: Connections) -> Observed:
+def observe(
+    manifest: Manifest, connections: Connections, *, now: datetime | None = None, state: State | None = None
+) -> Observed:
     """Read every cluster and repository the manifest names, with at most
-    `connections.parallelism` requests in flight at once."""
+    `connections.parallelism` requests in flight at once.
+
+    Given `now`, only what the plan can need is read in detail: collections of backups past their
+    rpo (or feeding a restore that copies from the live source), and collections the state says
+    qbr left snapshots on. A quiet tick then costs requests per backup, not per collection."""
     pool = _Pool(connections.parallelism)
     try:
-        cluster_names = _clusters_in_use(manifest)
-        clusters = pool.map(lambda name: _observe_cluster(manifest, connections, name), cluster_names)
         repo_names = sorted({b.repository for b in manifest.backups.values()})
         repositories = pool.map(lambda name: _observe_repository(connections, name), repo_names)
+        by_name = {r.name: r for r in repositories}
+        detail = None if now is None else _backups_to_detail(manifest, by_name, now)
+        records = {(str(e.get("cluster")), str(e.get("collection"))) for e in (state.node_snapshots if state else ())}
+        cluster_names = _clusters_in_use(manifest)
+        clusters = pool.map(lambda name: _observe_cluster(manifest, connections, name, detail, records), cluster_names)
         adoptions = pool.map(_observe_adoption, list(manifest.adopt.values()))
     finally:
         pool.close()
     return Observed(
         clusters={c.name: c for c in clusters},
-        repositories={r.name: r for r in repositories},
+        repositories=by_name,
         adoptions={a.name: a for a in adoptions},
     )
+
+
+def _backups_to_detail(manifest: Manifest, repositories: dict[str, ObservedRepository], now: datetime) -> set[str]:
+    """Backups whose collections the plan reads in detail: due ones, and those a restore copies
+    from the live source (a topology, storage or method that may need it)."""
+    live_sources = {
+        r.from_backup for r in manifest.restores.values()
+        if r.method != "auto" or r.topology != type(r.topology)() or r.storage != type(r.storage)()
+    }
+    return {
+        b.name for b in manifest.backups.values()
+        if b.name in live_sources or backup_is_due(b, repositories[b.repository], now)
+    }
 
 
 def observe_repositories(manifest: Manifest, connections: Connections) -> dict[str, ObservedRepository]:
@@ -91,7 +116,10 @@ def _clusters_in_use(manifest: Manifest) -> list[str]:
     return sorted(names)
 
 
-def _observe_cluster(manifest: Manifest, connections: Connections, name: str) -> ObservedCluster:
+def _observe_cluster(
+    manifest: Manifest, connections: Connections, name: str, detail: set[str] | None = None,
+    records: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+) -> ObservedCluster:
     # Nested use of one bounded pool could deadlock, so each level has its own pool; the real
     # bound on concurrent requests is the semaphore every connection passes through.
     inner = _Pool(connections.parallelism)
@@ -106,7 +134,9 @@ def _observe_cluster(manifest: Manifest, connections: Connections, name: str) ->
         wanted = [
             c
             for c in collection_names
-            if any(b.cluster == name and b.selects(c) for b in manifest.backups.values())
+            if (name, c) in records or any(
+                b.cluster == name and b.selects(c) and (detail is None or b.name in detail) for b in manifest.backups.values()
+            )
         ]
         aliases_of: dict[str, list[str]] = {}
         for alias, collection in aliases.items():

@@ -38,7 +38,7 @@ def plan_once(manifest: Manifest, *, parallelism: int, now: datetime, rekey: boo
     store = StateStore(manifest.state)
     state = store.read()
     with Connections(manifest, parallelism) as connections:
-        observed = observe(manifest, connections)
+        observed = observe(manifest, connections, now=now, state=state)
     return make_plan(manifest, observed, state, now, rekey=rekey)
 
 
@@ -93,8 +93,9 @@ def apply_locked(
                 check_plan_fits(saved_plan, manifest, state)
                 plan = saved_plan
             else:
-                observed = observe(manifest, connections)
-                plan = make_plan(manifest, observed, state, clock(), rekey=rekey)
+                now = clock()
+                observed = observe(manifest, connections, now=now, state=state)
+                plan = make_plan(manifest, observed, state, now, rekey=rekey)
             on_plan(plan)
             if not plan.has_changes:
                 return None

@@ -61,8 +61,8 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
     repo = observed.repositories[backup.repository]
     sets = repo.sets_of(backup.name)
     newest = sets[0] if sets else None
-    selected = [c for c in cluster.collection_names if backup.selects(c) and c in cluster.collections]
-    if not selected:
+    names = [c for c in cluster.collection_names if backup.selects(c)]
+    if not names:
         draft.warnings.append(
             f"backup {backup.name}: no collection on cluster {backup.cluster} matches {list(backup.collections)}"
         )
@@ -77,6 +77,7 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
         why = f"the newest set {newest.set_id} is {format_duration(age)} old, past the rpo of {format_duration(backup.rpo)}"
     else:
         why = "this backup has no set yet"
+    selected = [c for c in names if c in cluster.collections]  # observed in detail: those of due backups
     set_id = _unique_set_id(now, {s.set_id for s in sets})
     commit_id = f"backup.{backup.name}.{set_id}.commit"
     copy_ids: dict[str, list[str]] = {}
@@ -162,6 +163,13 @@ def plan_backup(draft: Draft, manifest: Manifest, backup: BackupConfig, observed
         )
     )
     return PlannedSet(backup.name, set_id, now, commit_id, copied_in, aliases, cluster.version)
+
+
+def backup_is_due(backup: BackupConfig, repo: ObservedRepository, now: datetime) -> bool:
+    """Past its rpo, or without a set yet (the rule plan_backup applies; observe uses it to read
+    in detail only the collections a due backup copies)."""
+    sets = repo.sets_of(backup.name)
+    return not sets or now - sets[0].created_at >= backup.rpo
 
 
 def _as_data(record: CollectionRecord) -> dict[str, Any]:

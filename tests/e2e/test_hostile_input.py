@@ -303,9 +303,11 @@ def _traversal_archive_keys(case: Case) -> list[str]:
     return ["apply", "--auto-approve"]
 
 
-def lie_case(id: str, method: str, path: str, message: str, *, command: tuple[str, ...] = ("plan",), runs: bool = False,
+def lie_case(id: str, method: str, path: str, message: str, *, command: tuple[str, ...] | None = None, runs: bool = False,
              **fault: Any) -> Hostile:
-    """The source node answers `method path` with a lie (emulator fault, every time)."""
+    """The source node answers `method path` with a lie (emulator fault, every time). The plan runs
+    past the rpo: a quiet tick reads no collection in detail, so a lie there would go unread."""
+    command = command if command is not None else ("plan", "--now", _stamp(LATER))
 
     def prepare(case: Case) -> list[str]:
         body = fault.get("body")

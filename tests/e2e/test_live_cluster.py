@@ -418,3 +418,21 @@ def test_garbage_collection_reads_the_set_records_once_not_once_per_archive(emul
     # 5 sets: observe reads each once and the GC check once more (11 GETs); before, the check
     # read every set record again for each of the 3 archives (19)
     assert events[-1]["s3_requests"]["main"]["GET"] <= 12
+
+
+def test_a_quiet_tick_costs_requests_per_backup_not_per_collection(emulator, tmp_path):
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    for i in range(30):
+        make_collection(source.urls[0], f"c{i:02d}", points=2)
+    backup_and_replica(source, target, tmp_path)
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
+    for node in source.nodes:
+        node.reset_traffic()
+    quiet = qbr("plan", "--now", "2026-11-21T08:30:00Z", cwd=tmp_path)  # within the 1h rpo
+    assert quiet.exit_code == 0 and "No changes" in quiet.stdout, quiet.output
+    assert source.count_requests() <= 6, source.route_counts()  # version, cluster, collections, aliases
+    for node in source.nodes:
+        node.reset_traffic()
+    due = qbr("plan", "--now", T1, cwd=tmp_path)
+    assert due.exit_code == 0 and due.stdout.count("+ copy collection") == 30
+    assert source.count_requests() >= 30 * 3  # info, count and snapshot list per collection
