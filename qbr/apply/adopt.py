@@ -42,7 +42,7 @@ def adopt_set(ctx: ActionContext, p: AdoptSet, action_id: str) -> dict[str, Any]
         archives = []
         for archive in entry["archives"]:
             key = archive_key(name, p.backup, p.set_id, archive["name"])
-            full_key = f"{repo.prefix}/{key}" if getattr(repo, "prefix", "") else key
+            full_key = repo.full_key(key)
             etag = copier.copy(p.bucket, archive["key"], repo.bucket, full_key, int(archive["size"]), getattr(repo, "sse", None))
             faultpoints.reached("adopt.copied")
             archives.append(ArchiveRecord(

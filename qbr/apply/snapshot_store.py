@@ -40,7 +40,7 @@ def copy_in(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: Any, sour
     assert store is not None
     source_key, size, _ = source
     key = archive_key(p.collection, p.backup, p.set_id, snapshot.name)
-    full_key = f"{repo.prefix}/{key}" if getattr(repo, "prefix", "") else key
+    full_key = repo.full_key(key)
     etag = ctx.connections.copier(p.cluster).copy(store.bucket, source_key, repo.bucket, full_key, size,
                                                     getattr(repo, "sse", None))  # the repository's SSE, if any
     faultpoints.reached("snapshot.stored")

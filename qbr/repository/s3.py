@@ -102,6 +102,10 @@ class S3Repository(Repository):
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def full_key(self, key: str) -> str:
+        """The bucket key of a repository key (for copies made inside S3 by another client)."""
+        return self._full(key)
+
     def _relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
