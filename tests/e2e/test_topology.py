@@ -241,3 +241,34 @@ def test_copy_from_archive_without_an_engine_stops_in_one_sentence_before_touchi
     assert "reads the archives with Qdrant's engine, which is not installed here: install qdrant-edge-py" in run.output
     with QdrantClient(big.urls[0]) as client:
         assert client.list_collections() == []
+
+
+def test_snapshot_restore_with_a_storage_override_ends_with_exactly_that_storage(emulator, tmp_path):
+    prod, dr = emulator(nodes=1), emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=80, shards=1)
+    manifest(tmp_path, prod, dr, """restores:
+  replica:
+    from: nightly
+    to: dr
+    storage:
+      on_disk: true
+      quantization: {scalar: {type: int8, quantile: 0.95, always_ram: true}}
+      hnsw: {m: 8}
+""", target_name="dr")
+    plan = qbr("plan", "--now", T0, cwd=tmp_path)
+    assert "vectors on_disk false -> true" in plan.stdout and "quantization none -> scalar int8" in plan.stdout, plan.output
+    assert "logical copy" not in plan.stdout
+
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path)
+    assert run.exit_code == 0, run.output
+    assert all_points(dr.urls[0], "docs") == all_points(prod.urls[0], "docs")
+    with QdrantClient(prod.urls[0]) as client:
+        before = client.collection_info("docs")["config"]
+    with QdrantClient(dr.urls[0]) as client:
+        after = client.collection_info("docs")["config"]
+    assert after["params"]["vectors"] == {**before["params"]["vectors"], "on_disk": True}
+    assert after["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.95, "always_ram": True}}
+    assert after["hnsw_config"] == {**before["hnsw_config"], "m": 8}
+    assert {k: after[k] for k in ("optimizer_config", "wal_config")} == {k: before[k] for k in ("optimizer_config", "wal_config")}
+    assert dr.count_requests(method="PATCH") == 1 and dr.count_requests(method="PUT", path=UPSERTS) == 0
+    assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path).stdout

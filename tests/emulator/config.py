@@ -7,7 +7,7 @@ import copy
 import uuid
 from typing import Any
 
-from tests.emulator.errors import bad_request, validation_error
+from tests.emulator.errors import bad_input, bad_request, validation_error
 
 DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 PRIORITIES = ("no_sync", "snapshot", "replica")
@@ -127,17 +127,96 @@ def config_compatible(existing: dict, incoming: dict) -> bool:
     ) == int(b.get("shard_number", 1))
 
 
+PARAMS_DIFF = ("replication_factor", "write_consistency_factor", "read_fan_out_factor", "read_fan_out_delay_ms",
+               "on_disk_payload")
+
+
 def update_config(cfg: dict, body: dict) -> None:
-    """PATCH /collections/{c}: the parts of the config that can change in place."""
-    if body.get("optimizers_config"):
-        cfg["optimizer_config"] = merge(cfg["optimizer_config"], body["optimizers_config"])
+    """PATCH /collections/{c} (UpdateCollection), in the order Qdrant applies it
+    (`toc/collection_meta_ops.rs::update_collection`): optimizers, params, hnsw, vectors,
+    quantization, sparse vectors, strict mode, metadata. Each diff merges field by field; a
+    quantization diff replaces the config, "Disabled" removes it. A part applied before a later
+    one fails stays applied, as in Qdrant; vector names are all checked before any vector changes."""
+    if not isinstance(body, dict):
+        raise bad_request("Format error in JSON body: expected an UpdateCollection object")
+    _validate_update(body)
+    optimizers = body.get("optimizers_config", body.get("optimizer_config"))
+    if optimizers:
+        cfg["optimizer_config"] = merge(cfg["optimizer_config"], optimizers)
+    params = body.get("params")
+    if params:
+        cfg["params"] = merge(cfg["params"], {k: v for k, v in params.items() if k in PARAMS_DIFF})
+        if params.get("payload") is not None:
+            cfg["params"]["payload"] = merge(cfg["params"].get("payload") or {}, params["payload"])
     if body.get("hnsw_config"):
         cfg["hnsw_config"] = merge(cfg["hnsw_config"], body["hnsw_config"])
-    if body.get("params"):
-        cfg["params"] = merge(cfg["params"], {k: v for k, v in body["params"].items()
-                                              if k in ("replication_factor", "write_consistency_factor",
-                                                       "on_disk_payload")})
+    if body.get("vectors") is not None:
+        _update_vectors(cfg["params"], body["vectors"])
+    quantization = body.get("quantization_config", body.get("quantization"))
+    if quantization is not None:
+        cfg["quantization_config"] = _quantization(quantization)
+    if body.get("sparse_vectors") is not None:
+        sparse = cfg["params"].get("sparse_vectors") or {}
+        for name, diff in body["sparse_vectors"].items():
+            if name not in sparse:
+                raise bad_input(f"Not existing vector name error: {name}")
+        for name, diff in body["sparse_vectors"].items():
+            sparse[name] = merge(sparse[name], diff)
     if body.get("strict_mode_config"):
         cfg["strict_mode_config"] = merge(cfg["strict_mode_config"], body["strict_mode_config"])
     if body.get("metadata") is not None:
-        cfg["metadata"] = {**(cfg.get("metadata") or {}), **body["metadata"]}
+        metadata = {**(cfg.get("metadata") or {}), **body["metadata"]}
+        cfg["metadata"] = {k: v for k, v in metadata.items() if v is not None}
+
+
+def _validate_update(body: dict) -> None:
+    """The request's own validation (before anything changes): the ranges UpdateCollection declares."""
+    for name in ("replication_factor", "write_consistency_factor"):
+        value = (body.get("params") or {}).get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise validation_error("JSON body", f"params.{name}: value {value} invalid, must be 1 or larger")
+    hnsw_diffs = [("hnsw_config", body.get("hnsw_config") or {})]
+    hnsw_diffs += [(f"vectors.{n}.hnsw_config", (d or {}).get("hnsw_config") or {})
+                   for n, d in (body.get("vectors") or {}).items() if isinstance(d, dict)]
+    for where, diff in hnsw_diffs:
+        for name, least in (("ef_construct", 4), ("full_scan_threshold", 10)):
+            if diff.get(name) is not None and diff[name] < least:
+                raise validation_error("JSON body", f"{where}.{name}: value {diff[name]} invalid, must be {least} or larger")
+    deleted = (body.get("optimizers_config") or {}).get("deleted_threshold")
+    if deleted is not None and not 0.0 <= deleted <= 1.0:
+        raise validation_error("JSON body", f"optimizers_config.deleted_threshold: value {deleted} invalid, "
+                                            "must be in the range 0.0..=1.0")
+
+
+def _quantization(diff: Any) -> dict | None:
+    if diff == "Disabled":
+        return None
+    if not isinstance(diff, dict) or len(diff) != 1 or next(iter(diff)) not in ("scalar", "product", "binary", "turbo"):
+        raise bad_request("Format error in JSON body: data did not match any variant of untagged enum "
+                          "QuantizationConfigDiff")
+    return strip_nulls(diff)
+
+
+def _update_vectors(params: dict, diffs: Any) -> None:
+    """`vectors`: {name: VectorParamsDiff}, "" naming the single unnamed vector
+    (`CollectionParams::update_vectors_from_diff`)."""
+    if not isinstance(diffs, dict):
+        raise bad_request("Format error in JSON body: vectors must be an object")
+    vectors = params.get("vectors") or {}
+    unnamed = "size" in vectors
+    for name in diffs:
+        if (name != "") if unnamed else (name not in vectors):
+            raise bad_input(f"Not existing vector name error: {name}")
+    for name, diff in diffs.items():
+        target = vectors if unnamed else vectors[name]
+        diff = diff or {}
+        if diff.get("hnsw_config") is not None:
+            target["hnsw_config"] = merge(target.get("hnsw_config") or {}, diff["hnsw_config"])
+        quantization = diff.get("quantization_config", diff.get("quantization"))
+        if quantization is not None:
+            target.pop("quantization_config", None)
+            if _quantization(quantization) is not None:
+                target["quantization_config"] = _quantization(quantization)
+        for key in ("on_disk", "memory"):
+            if diff.get(key) is not None:
+                target[key] = diff[key]
