@@ -340,6 +340,77 @@ def test_local_writers_racing_to_create_the_same_folders_all_succeed(tmp_path: P
     assert errors == []
 
 
+# -- local etags: from the file system, not the content ----------------------------------------
+
+
+def test_local_head_answers_without_opening_the_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """head() of a 10 MiB archive and of a small record: size, time and etag come from the file
+    system; the object itself is never opened (before, every file up to 16 MiB was md5-hashed)."""
+    import builtins
+    import io
+
+    repo = open_local_repository(tmp_path / "repo")
+    repo.put_stream("snapshots/docs/docs-1.snapshot", chunked(pattern(10 * MiB)))
+    state = repo.put_bytes("state.json", b'{"serial": 1}')
+    objects = {str(tmp_path / "repo" / "snapshots" / "docs" / "docs-1.snapshot"), str(tmp_path / "repo" / "state.json")}
+    opened: list[str] = []
+
+    def spy(real: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(file: object, *args: object, **kwargs: object) -> object:
+            if isinstance(file, (str, os.PathLike)):
+                opened.append(os.fspath(file))
+            return real(file, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", spy(builtins.open))
+    monkeypatch.setattr(io, "open", spy(io.open))
+    monkeypatch.setattr(os, "open", spy(os.open))
+    archive, record = repo.head("snapshots/docs/docs-1.snapshot"), repo.head("state.json")
+    monkeypatch.undo()
+
+    assert [path for path in opened if path in objects] == []
+    assert archive is not None and archive.size == 10 * MiB and archive.etag is not None
+    assert record is not None and record.size == 13 and record.etag == state.etag
+    assert repo.get_with_info("state.json")[1] == record
+
+
+def test_local_conditional_write_notices_an_object_replaced_behind_its_back_with_the_same_bytes(tmp_path: Path) -> None:
+    """Another program swaps the file for a new one holding the very same bytes (a new file, as a
+    rename makes): the version read is gone, so a write or delete conditional on it must lose."""
+    repo = open_local_repository(tmp_path / "repo")
+    read = repo.put_bytes("locks/state.lock", b'{"holder": "a"}')
+    path = tmp_path / "repo" / "locks" / "state.lock"
+    elsewhere = path.with_name("copy")
+    elsewhere.write_bytes(path.read_bytes())
+    os.replace(elsewhere, path)
+
+    assert repo.get_bytes("locks/state.lock") == b'{"holder": "a"}'
+    assert repo.head("locks/state.lock").etag != read.etag
+    with pytest.raises(PreconditionFailed, match="etag moved"):
+        repo.put_bytes("locks/state.lock", b'{"holder": "b"}', if_match=read.etag)
+    with pytest.raises(PreconditionFailed, match="etag moved"):
+        repo.delete("locks/state.lock", if_match=read.etag)
+    assert repo.get_bytes("locks/state.lock") == b'{"holder": "a"}'
+
+
+def test_local_etags_never_repeat_across_rewrites_of_one_object(tmp_path: Path) -> None:
+    """Every write makes a new file, and freed inode numbers come back at once (here two inodes
+    alternate): a rewrite, even of the same bytes, still gets an etag no earlier version had, so
+    a stale etag never matches a later version (no ABA)."""
+    repo = open_local_repository(tmp_path / "repo")
+    first = repo.put_bytes("state.json", b"0")
+    etags = [first.etag]
+    for n in range(1, 60):
+        written = repo.put_bytes("state.json", str(n % 3).encode(), if_match=etags[-1])
+        assert written.etag == repo.head("state.json").etag == repo.get_with_info("state.json")[1].etag
+        etags.append(written.etag)
+    assert len(set(etags)) == len(etags)
+    for stale in etags[:-1]:
+        with pytest.raises(PreconditionFailed, match="etag moved"):
+            repo.put_bytes("state.json", b"9", if_match=stale)
+    assert repo.get_bytes("state.json") == str(59 % 3).encode()
+
+
 # -- atomicity ----------------------------------------------------------------------------
 
 
