@@ -7,10 +7,12 @@ restores, `verify --deep` and `rekey` need an identity (an age or ssh private ke
 `--identity FILE` or $QBR_AGE_IDENTITY_FILE. qbr never reads it from the manifest and never
 writes it anywhere.
 
-Streams stay flat in memory: pyrage's encrypt_io/decrypt_io run in a thread of their own,
-reading the source chunk iterator through a buffered file object and handing the output back
-in chunks through a bounded queue (at most QUEUE_DEPTH x OUT_CHUNK bytes waiting). An error the
-source raises (a checksum mismatch, a cut download) comes out of the stream unchanged.
+Archive streams to and from age1 (X25519) keys are qbr.age_format's (OpenSSL's ChaCha20-Poly1305,
+the GIL released: pyrage's keeps it for the whole file and stalled every other thread of a
+transfer); ssh keys go through pyrage's encrypt_io/decrypt_io. Either way the cipher runs in a
+thread of its own and hands its output on in chunks through a bounded queue (at most
+QUEUE_DEPTH x OUT_CHUNK bytes waiting), so memory stays flat. An error the source raises (a
+checksum mismatch, a cut download) comes out of the stream unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import os
 import queue
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from qbr import age_format
 from qbr.errors import QbrError
 
 IDENTITY_ENV = "QBR_AGE_IDENTITY_FILE"
@@ -302,9 +306,65 @@ def _piped(work: Callable[[Any, Any], None], chunks: Iterable[bytes], name: str,
         worker.join()
 
 
-def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any]) -> Iterator[bytes]:
-    """The age encryption of the bytes `chunks` yields, streamed."""
+def _ahead(stream: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """`stream`'s chunks, computed in a thread of its own up to QUEUE_DEPTH chunks ahead of the
+    consumer, so the cipher (which releases the GIL) runs beside the read and the write. What
+    `stream` raises comes out unchanged; a consumer that stops early stops the thread."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
+    stop = threading.Event()
+    writer = _QueueWriter(out, stop)
+
+    def run() -> None:
+        try:
+            for chunk in stream:
+                writer.send(chunk)
+            writer.send(_END)
+        except _Stopped:
+            pass
+        except BaseException as error:
+            try:
+                writer.send(error)
+            except _Stopped:
+                pass
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                out.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
+def _x25519_keys(keys: list[Any], kind: str) -> list[str] | None:
+    """The text of each key when every one is an X25519 `kind` ("Recipient"/"Identity"), else None."""
     pyrage = _pyrage()
+    wanted = getattr(pyrage.x25519, kind)
+    return [str(key) for key in keys] if keys and all(isinstance(key, wanted) for key in keys) else None
+
+
+def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any]) -> Iterator[bytes]:
+    """The age encryption of the bytes `chunks` yields, streamed: by qbr.age_format (OpenSSL,
+    the GIL released) when every recipient is an age1 key, else by pyrage in a thread."""
+    pyrage = _pyrage()
+    keys = _x25519_keys(recipients, "Recipient")
+    if keys is not None:
+        return _ahead(age_format.encrypt(chunks, [age_format.recipient_key(key) for key in keys]), "qbr-age-encrypt")
 
     def translate(error: BaseException) -> BaseException:
         return QbrError(f"encryption failed: {error}")
@@ -314,12 +374,37 @@ def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any]) -> Iterator[b
 
 def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str) -> Iterator[bytes]:
     """The plaintext of an age file that `chunks` yields, streamed; a wrong identity or damaged
-    ciphertext is a sentence naming `what`."""
+    ciphertext is a sentence naming `what`. X25519 stanzas are opened by qbr.age_format; a file
+    none of them opens goes to pyrage when there are ssh identities to try."""
     pyrage = _pyrage()
+    wrong = f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)"
 
     def translate(error: BaseException) -> BaseException:
         if isinstance(error, pyrage.DecryptError) and "No matching keys" in str(error):
-            return IdentityError(f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)")
+            return IdentityError(wrong)
         return QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})")
 
-    return _piped(lambda src, dst: pyrage.decrypt_io(src, dst, identities), chunks, "qbr-age-decrypt", translate)
+    def with_pyrage(source: Iterable[bytes]) -> Iterator[bytes]:
+        return _piped(lambda src, dst: pyrage.decrypt_io(src, dst, identities), source, "qbr-age-decrypt", translate)
+
+    pyrage_x25519 = [i for i in identities if isinstance(i, pyrage.x25519.Identity)]
+    if not pyrage_x25519:
+        return with_pyrage(chunks)
+    keys = [age_format.identity_key(str(i)) for i in pyrage_x25519]
+    others = len(pyrage_x25519) < len(identities)
+
+    def native() -> Iterator[bytes]:
+        source = iter(chunks)
+        try:
+            try:
+                _, payload_key, rest = age_format.open_header(source, keys)
+            except age_format.NoMatchingKey as error:
+                if not others:
+                    raise IdentityError(wrong) from None
+                yield from with_pyrage(itertools.chain([error.consumed], source))
+                return
+            yield from age_format.decrypt_payload(payload_key, rest, source)
+        except age_format.AgeFormatError as error:
+            raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None
+
+    return _ahead(native(), "qbr-age-decrypt")

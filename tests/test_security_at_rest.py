@@ -5,13 +5,15 @@ does with encrypted and locked sets."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pyrage
 import pytest
 
-from qbr import encryption
+from qbr import age_format, encryption
 from qbr.errors import ChecksumError, ManifestError, QbrError
 from qbr.planner import make_plan
 from qbr.records import SetRecord, set_id_for, set_key, utc_iso
@@ -90,6 +92,93 @@ def test_a_stream_closed_early_stops_its_thread():
     stream = encryption.encrypt_stream(chunks(os.urandom(8 << 20), 1 << 20), [identity.to_public()])
     next(stream)
     stream.close()  # returns: the worker was told to stop and joined
+
+
+def _age_file_parts(cipher: bytes) -> tuple[bytes, list[bytes]]:
+    """(header and payload nonce, the sealed 64 KiB chunks) of an age file."""
+    start = cipher.index(b"\n", cipher.index(b"\n--- ") + 1) + 1 + 16
+    return cipher[:start], [cipher[i:i + age_format.SEALED] for i in range(start, len(cipher), age_format.SEALED)]
+
+
+def test_x25519_streams_do_not_go_through_pyrage_which_holds_the_gil(monkeypatch):
+    """pyrage's encrypt_io/decrypt_io keep the GIL for the whole file (download, sha256 and
+    upload threads stall); archives to age1 keys are written and read by qbr.age_format."""
+    identity = pyrage.x25519.Identity.generate()
+    data = os.urandom(300_001)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("pyrage's streaming interface was used")
+
+    monkeypatch.setattr(pyrage, "encrypt_io", refused)
+    monkeypatch.setattr(pyrage, "decrypt_io", refused)
+    cipher = b"".join(encryption.encrypt_stream(chunks(data, 10_000), [identity.to_public()]))
+    assert b"".join(encryption.decrypt_stream(chunks(cipher, 7_777), [identity], "archive a")) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 131_072, 3 * 65_536 + 5, (1 << 20) + 7])
+def test_archives_are_age_files_that_age_tools_open_and_qbr_opens_theirs(size, tmp_path):
+    identity, other = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
+    data = os.urandom(size)
+    cipher = b"".join(encryption.encrypt_stream(chunks(data, 10_000), [identity.to_public(), other.to_public()]))
+    assert len(cipher) <= encryption.ciphertext_size(size, 2)
+    assert pyrage.decrypt(cipher, [identity]) == data and pyrage.decrypt(cipher, [other]) == data
+    theirs = pyrage.encrypt(data, [other.to_public()])
+    assert b"".join(encryption.decrypt_stream(chunks(theirs, 9_999), [identity, other], "archive a")) == data
+    if shutil.which("age"):  # Debian's age (Go), a third implementation
+        (tmp_path / "key.txt").write_text(f"{identity}\n")
+        (tmp_path / "a.age").write_bytes(cipher)
+        opened = subprocess.run(["age", "-d", "-i", str(tmp_path / "key.txt"), str(tmp_path / "a.age")], capture_output=True, check=True)
+        assert opened.stdout == data
+
+
+def test_an_altered_reordered_cut_or_extended_archive_does_not_open():
+    identity = pyrage.x25519.Identity.generate()
+    cipher = b"".join(encryption.encrypt_stream(chunks(os.urandom(3 * 65_536 + 100)), [identity.to_public()]))
+    head, sealed = _age_file_parts(cipher)
+    mac_at = head.index(b"\n--- ") + 6
+    flipped = bytearray(cipher)
+    flipped[len(head) + 70_000] ^= 1
+    broken = {
+        "cut at a chunk boundary": head + b"".join(sealed[:2]),
+        "cut inside a chunk": cipher[:-1],
+        "chunks swapped": head + sealed[1] + sealed[0] + b"".join(sealed[2:]),
+        "a byte flipped": bytes(flipped),
+        "bytes added": cipher + b"x",
+        "header altered": head[:mac_at] + (b"A" if head[mac_at:mac_at + 1] != b"A" else b"B") + cipher[mac_at + 1:],
+        "no payload": head[:-10],
+        "not age": b"hello" * 100,
+    }
+    for name, bad in broken.items():
+        with pytest.raises(QbrError, match="archive a cannot be decrypted: it is damaged or cut short") as error:
+            b"".join(encryption.decrypt_stream(chunks(bad, 50_000), [identity], "archive a"))
+        assert not isinstance(error.value, encryption.IdentityError), name
+
+
+def test_ssh_keys_still_encrypt_and_decrypt_through_pyrage(tmp_path):
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed: no ssh key to test with")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    ssh_identity = encryption.load_identities(tmp_path / "id")
+    ssh_public = encryption.parse_recipients([(tmp_path / "id.pub").read_text()], "test")
+    age_identity = pyrage.x25519.Identity.generate()
+    data = os.urandom(200_000)
+    mixed = b"".join(encryption.encrypt_stream(chunks(data), ssh_public + [age_identity.to_public()]))
+    assert pyrage.decrypt(mixed, ssh_identity) == data and pyrage.decrypt(mixed, [age_identity]) == data
+    only_ssh = b"".join(encryption.encrypt_stream(chunks(data), ssh_public))
+    stranger = pyrage.x25519.Identity.generate()  # tried natively first, then the ssh key through pyrage
+    assert b"".join(encryption.decrypt_stream(chunks(only_ssh), [stranger, *ssh_identity], "archive a")) == data
+    with pytest.raises(encryption.IdentityError, match="encrypted to other recipients"):
+        b"".join(encryption.decrypt_stream(chunks(only_ssh), [stranger], "archive a"))
+
+
+def test_bech32_keys_decode_and_a_damaged_one_is_refused():
+    identity = pyrage.x25519.Identity.generate()
+    public = age_format.recipient_key(str(identity.to_public()))
+    assert age_format.identity_key(str(identity)).public_key().public_bytes_raw() == public
+    text = str(identity.to_public())
+    damaged = text[:-1] + ("q" if text[-1] != "q" else "p")
+    with pytest.raises(ValueError):
+        age_format.recipient_key(damaged)
 
 
 def test_a_sealed_record_keeps_ids_times_and_counts_readable_and_opens_with_the_identity():
