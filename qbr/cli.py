@@ -20,10 +20,16 @@ from qbr.cli_common import (
     warn,
     write_private,
 )
-from qbr.dedup_commands import export_command, repair_index_command
+from qbr.dedup_commands import chunk_key_group, chunk_key_option, export_command, repair_index_command
 from qbr.errors import QbrError
 from qbr.rekey_command import rekey_command
 from qbr.sets_command import sets_group
+
+target_option = click.option(
+    "--target", "targets", multiple=True, metavar="NAME",
+    help="Plan only this backup or restore of the manifest (repeatable), and reach only the clusters and "
+         "repositories it needs (Terraform's -target; e.g. a restore while its source cluster is down).",
+)
 
 
 class QbrGroup(click.Group):
@@ -83,10 +89,11 @@ def validate(manifest_file: str | None) -> None:
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list every kept set and the rules that keep it, and say what qbr retries.")
 @click.option("--rekey", is_flag=True, help="Plan only encrypting sets again for their repository's current recipients (qbr rekey).")
+@target_option
 @parallelism_option
 @now_option
 @identity_option
-def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, rekey, parallelism, now_text) -> None:
+def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, rekey, targets, parallelism, now_text) -> None:
     """Show what apply would do. Takes no lock and writes nothing (but -o)."""
     import logging
 
@@ -97,7 +104,7 @@ def plan_command(manifest_file, out_file, as_json, detailed_exitcode, verbose, r
     clock = run_clock(now_text)
     manifest = load(manifest_file)
     with logs_to(echo_log(lambda line: click.echo(line, err=True)), logging.INFO if verbose else logging.WARNING):
-        plan = plan_once(manifest, parallelism=parallelism, now=clock(), rekey=rekey)
+        plan = plan_once(manifest, parallelism=parallelism, now=clock(), rekey=rekey, targets=targets)
     if as_json:
         click.echo(plan.to_json(), nl=False)
     else:
@@ -145,6 +152,7 @@ def show_command(plan_file, as_json, output_format, verbose) -> None:
 @manifest_option
 @click.argument("plan_file", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@target_option
 @parallelism_option
 @click.option("--lock-timeout", default="30s", show_default=True, help="How long to wait for another apply's lock.")
 @click.option("--max-plan-age", default="6h", show_default=True, help="Refuse a saved plan older than this.")
@@ -153,8 +161,9 @@ def show_command(plan_file, as_json, output_format, verbose) -> None:
 @metrics_option
 @click.option("--now", "now_text", default=None, hidden=True)  # tests only, with QBR_TEST_CLOCK=1
 @identity_option
+@chunk_key_option
 @click.pass_context
-def apply_command(ctx, manifest_file, plan_file, auto_approve, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
+def apply_command(ctx, manifest_file, plan_file, auto_approve, targets, parallelism, lock_timeout, max_plan_age, as_json, verbose, metrics_file, now_text) -> None:
     """Make the world match the manifest (or apply exactly a saved plan)."""
     from qbr.apply_session import ApplySession, Presentation
     from qbr.durations import parse_duration
@@ -174,6 +183,9 @@ def apply_command(ctx, manifest_file, plan_file, auto_approve, parallelism, lock
     saved = load_plan(plan_file) if plan_file else None
     if saved is not None:
         check_plan_age(saved, clock(), max_age, plan_file)
+        if targets:
+            raise QbrError(f"--target cannot be used with a saved plan, which carries its own targets "
+                           f"({', '.join(saved.targets) or 'none: it covers every entry'}); apply {plan_file} without --target")
     manifest = load(manifest_file)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if saved is None and not auto_approve and (as_json or not interactive):
@@ -191,7 +203,7 @@ def apply_command(ctx, manifest_file, plan_file, auto_approve, parallelism, lock
         emit=JsonLines(lambda: sys.stdout),
     )
     sys.exit(session.run(lambda **callbacks: apply_locked(
-        manifest, saved_plan=saved, parallelism=parallelism, lock_timeout=timeout, clock=clock, **callbacks
+        manifest, saved_plan=saved, parallelism=parallelism, lock_timeout=timeout, clock=clock, targets=targets, **callbacks
     )))
 
 
@@ -329,6 +341,7 @@ def completion_command(shell) -> None:
 cli.add_command(sets_group)
 cli.add_command(export_command)
 cli.add_command(repair_index_command)
+cli.add_command(chunk_key_group)
 cli.add_command(rekey_command)
 
 

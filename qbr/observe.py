@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
-from qbr.errors import NotFoundError, QbrError
+from qbr.errors import NotFoundError, QbrError, QdrantError
 from qbr.manifest import AdoptConfig, Manifest
 from qbr.planner.backups import backup_is_due
+from qbr.planner.targets import needs, reads_live_source, unreachable_hint
 from qbr.records import (
     SETS_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -60,24 +61,28 @@ class _Pool:
 
 
 def observe(
-    manifest: Manifest, connections: Connections, *, now: datetime | None = None, state: State | None = None
+    manifest: Manifest, connections: Connections, *, now: datetime | None = None, state: State | None = None,
+    targets: tuple[str, ...] = (),
 ) -> Observed:
-    """Read every cluster and repository the manifest names, with at most
-    `connections.parallelism` requests in flight at once.
+    """Read every cluster and repository the manifest names (with `targets`, only those the
+    targeted entries need), with at most `connections.parallelism` requests in flight at once.
 
     Given `now`, only what the plan can need is read in detail: collections of backups past their
     rpo (or feeding a restore that copies from the live source), and collections the state says
     qbr left snapshots on. A quiet tick then costs requests per backup, not per collection."""
     pool = _Pool(connections.parallelism)
     try:
-        repo_names = sorted({b.repository for b in manifest.backups.values()})
+        needed = needs(manifest, targets) if targets else None
+        repo_names = sorted(needed.repositories if needed else {b.repository for b in manifest.backups.values()})
         repositories = pool.map(lambda name: _observe_repository(connections, name), repo_names)
         by_name = {r.name: r for r in repositories}
-        detail = None if now is None else _backups_to_detail(manifest, by_name, now)
+        detail = _backups_to_detail(manifest, by_name, now, targets)
         records = {(str(e.get("cluster")), str(e.get("collection"))) for e in (state.node_snapshots if state else ())}
-        cluster_names = _clusters_in_use(manifest)
-        clusters = pool.map(lambda name: _observe_cluster(manifest, connections, name, detail, records), cluster_names)
-        adoptions = pool.map(_observe_adoption, list(manifest.adopt.values()))
+        if targets:
+            records = set()  # the cleanup of snapshots left on nodes waits for an untargeted plan
+        cluster_names = sorted(needed.clusters) if needed else _clusters_in_use(manifest)
+        clusters = pool.map(lambda name: _reach_cluster(manifest, connections, name, detail, records, targets), cluster_names)
+        adoptions = [] if targets else pool.map(_observe_adoption, list(manifest.adopt.values()))
     finally:
         pool.close()
     return Observed(
@@ -87,9 +92,20 @@ def observe(
     )
 
 
-def _backups_to_detail(manifest: Manifest, repositories: dict[str, ObservedRepository], now: datetime) -> set[str]:
+def _backups_to_detail(
+    manifest: Manifest, repositories: dict[str, ObservedRepository], now: datetime | None, targets: tuple[str, ...]
+) -> set[str] | None:
     """Backups whose collections the plan reads in detail: due ones, and those a restore copies
-    from the live source (a topology, storage or method that may need it)."""
+    from the live source (a topology, storage or method that may need it). With targets, only
+    targeted backups and the live sources of targeted restores. None: every backup."""
+    if targets:
+        live_sources = {r.from_backup for r in manifest.restores.values() if r.name in targets and reads_live_source(r)}
+        chosen = [b for b in manifest.backups.values() if b.name in targets]
+        return live_sources | {
+            b.name for b in chosen if now is None or backup_is_due(b, repositories[b.repository], now)
+        }
+    if now is None:
+        return None
     live_sources = {
         r.from_backup for r in manifest.restores.values()
         if r.method != "auto" or r.topology != type(r.topology)() or r.storage != type(r.storage)()
@@ -108,6 +124,21 @@ def observe_repositories(manifest: Manifest, connections: Connections) -> dict[s
         return {r.name: r for r in pool.map(lambda name: _observe_repository(connections, name), names)}
     finally:
         pool.close()
+
+
+def _reach_cluster(
+    manifest: Manifest, connections: Connections, name: str, detail: set[str] | None,
+    records: set[tuple[str, str]], targets: tuple[str, ...],
+) -> ObservedCluster:
+    """A cluster observed; one that cannot be reached is named with the entries that need it, and
+    (without --target) the others are offered --target, so a disaster's restore still plans."""
+    try:
+        return _observe_cluster(manifest, connections, name, detail, records)
+    except QdrantError as error:
+        hint = unreachable_hint(manifest, name, targets) if error.status is None else ""
+        if not hint:
+            raise
+        raise QdrantError(str(error).rstrip(". ") + hint + ".", node=error.node) from None
 
 
 def _clusters_in_use(manifest: Manifest) -> list[str]:

@@ -54,6 +54,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
     qbr_version: str = __version__
     format_version: int = PLAN_FORMAT_VERSION
+    targets: tuple[str, ...] = ()  # --target: the only backups and restores this plan covers
 
     @property
     def has_changes(self) -> bool:
@@ -85,6 +86,7 @@ class Plan:
             "unchanged": [asdict(n) for n in self.unchanged],
             "kept": [asdict(n) for n in self.kept],
             "warnings": list(self.warnings),
+            **({"targets": list(self.targets)} if self.targets else {}),
             "summary": self.summary(),
         }
 

@@ -58,6 +58,7 @@ def plan_from_dict(data: Any, where: str = "the plan") -> Plan:
         warnings=tuple(data.get("warnings", ())),
         qbr_version=data["qbr_version"],
         format_version=data["format_version"],
+        targets=tuple(data.get("targets", ())),
     )
     order_actions(plan.actions)  # rejects cycles
     return plan

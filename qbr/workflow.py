@@ -13,11 +13,12 @@ from typing import Any, Callable
 from qbr.apply import Applier, ApplyReport, Outcome
 from qbr.connections import Connections
 from qbr.errors import StalePlanError
-from qbr.locks import LockSet, lock_targets
+from qbr.locks import LockSet, lock_targets, repository_target
 from qbr.manifest import Manifest
 from qbr.observe import observe
 from qbr.plan import Action, Plan
 from qbr.planner import make_plan
+from qbr.planner.targets import check_targets, needs
 from qbr.state import State
 from qbr.state_store import StateStore, state_lock_target
 from qbr.transfer import Progress
@@ -33,13 +34,16 @@ class Clock:
         return self.fixed if self.fixed is not None else datetime.now(timezone.utc)
 
 
-def plan_once(manifest: Manifest, *, parallelism: int, now: datetime, rekey: bool = False) -> Plan:
+def plan_once(
+    manifest: Manifest, *, parallelism: int, now: datetime, rekey: bool = False, targets: tuple[str, ...] = ()
+) -> Plan:
     """Observe the world and plan, without taking the lock or writing anything."""
+    targets = check_targets(manifest, targets)
     store = StateStore(manifest.state)
     state = store.read()
     with Connections(manifest, parallelism) as connections:
-        observed = observe(manifest, connections, now=now, state=state)
-    return make_plan(manifest, observed, state, now, rekey=rekey)
+        observed = observe(manifest, connections, now=now, state=state, targets=targets)
+    return make_plan(manifest, observed, state, now, rekey=rekey, targets=targets)
 
 
 def check_plan_fits(plan: Plan, manifest: Manifest, state: State) -> None:
@@ -79,11 +83,19 @@ def apply_locked(
     should_stop: Callable[[], bool] = lambda: False,
     should_abandon: Callable[[], bool] = lambda: False,
     rekey: bool = False,
+    targets: tuple[str, ...] = (),
 ) -> ApplyReport | None:
-    """Take the locks (the state's, then each written repository's), (re)check or make the plan,
-    confirm, run it; the locks are released however it ends. None when nothing ran."""
+    """Take the locks (the state's, then each written repository's: with --target, those the
+    targeted entries use), (re)check or make the plan, confirm, run it; the locks are released
+    however it ends. None when nothing ran."""
+    targets = check_targets(manifest, saved_plan.targets if saved_plan is not None else targets)  # a saved plan's own
     store = StateStore(manifest.state)
-    lock = LockSet(lock_targets(manifest, state_lock_target(store)), "apply", warn=warn)
+    if targets:
+        used = sorted(needs(manifest, targets).repositories)
+        locks = [state_lock_target(store), *(repository_target(manifest.repositories[name]) for name in used)]
+    else:
+        locks = lock_targets(manifest, state_lock_target(store))
+    lock = LockSet(locks, "apply", warn=warn)
     lock.acquire(lock_timeout)
     try:
         store.discard_unfinished_writes()
@@ -94,8 +106,8 @@ def apply_locked(
                 plan = saved_plan
             else:
                 now = clock()
-                observed = observe(manifest, connections, now=now, state=state)
-                plan = make_plan(manifest, observed, state, now, rekey=rekey)
+                observed = observe(manifest, connections, now=now, state=state, targets=targets)
+                plan = make_plan(manifest, observed, state, now, rekey=rekey, targets=targets)
             on_plan(plan)
             if not plan.has_changes:
                 return None

@@ -22,6 +22,7 @@ from qbr.planner.garbage import plan_retention
 from qbr.planner.node_cleanup import plan_node_snapshot_cleanup
 from qbr.planner.rekey import plan_rekeys
 from qbr.planner.restores import plan_restore, version_refusal
+from qbr.planner.targets import is_targeted, targets_note
 from qbr.records import utc_iso
 from qbr.state import State
 from qbr.world import Observed, version_tuple
@@ -37,39 +38,47 @@ def make_plan(
     *,
     grace: timedelta = DEFAULT_GRACE,
     rekey: bool = False,
+    targets: tuple[str, ...] = (),
 ) -> Plan:
     """Diff the manifest against the observed world and the state; return what apply must do.
-    With `rekey`: only encrypting sets again for their repository's current recipients."""
+    With `rekey`: only encrypting sets again for their repository's current recipients. With
+    `targets` (--target): only those backups and restores, nothing repository-wide."""
     # The cyclic garbage collector would walk the whole observed world again and again while the
     # plan allocates (superlinear at 10,000 collections); nothing here makes reference cycles.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _make_plan(manifest, observed, state, now, grace=grace, rekey=rekey)
+        return _make_plan(manifest, observed, state, now, grace=grace, rekey=rekey, targets=targets)
     finally:
         if paused:
             gc.enable()
 
 
 def _make_plan(
-    manifest: Manifest, observed: Observed, state: State, now: datetime, *, grace: timedelta, rekey: bool
+    manifest: Manifest, observed: Observed, state: State, now: datetime, *, grace: timedelta, rekey: bool,
+    targets: tuple[str, ...] = (),
 ) -> Plan:
     draft = Draft()
     if rekey:
         plan_rekeys(draft, manifest, observed)
         return _finish(draft, manifest, state, now)
-    plan_adoptions(draft, manifest, observed)  # first: a backup's commit must know the sets adopted beside it
+    if targets:
+        draft.warnings.append(targets_note(manifest, targets))
+    else:
+        plan_adoptions(draft, manifest, observed)  # first: a backup's commit must know the sets adopted beside it
     planned: dict[str, PlannedSet] = {}
     for backup in manifest.backups.values():
-        planned_set = plan_backup(draft, manifest, backup, observed, now)
+        planned_set = plan_backup(draft, manifest, backup, observed, now) if is_targeted(targets, backup.name) else None
         if planned_set is not None:
             planned[backup.name] = planned_set
     selected_by_restores: dict[tuple[str, str], list[str]] = {}
     for restore in manifest.restores.values():
-        plan_restore(draft, manifest, restore, observed, state, planned, now, selected_by_restores)
-    for repo_name in sorted({b.repository for b in manifest.backups.values()}):
-        plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
-    plan_node_snapshot_cleanup(draft, observed, state)
+        if is_targeted(targets, restore.name):
+            plan_restore(draft, manifest, restore, observed, state, planned, now, selected_by_restores)
+    if not targets:  # repository-wide work needs every backup's and restore's view
+        for repo_name in sorted({b.repository for b in manifest.backups.values()}):
+            plan_retention(draft, manifest, observed.repositories[repo_name], planned, selected_by_restores, now, grace)
+        plan_node_snapshot_cleanup(draft, observed, state)
     for cluster in manifest.clusters.values():
         seen = observed.clusters.get(cluster.name)
         if cluster.snapshot_storage is not None and seen is not None and version_tuple(seen.version) < (1, 19, 0):
@@ -82,10 +91,10 @@ def _make_plan(
                 f"cluster {cluster.name}: TLS certificates are NOT verified (tls.verify: false): anyone on the path can "
                 "read the API key and the data; give its CA in tls.ca_bundle instead"
             )
-    return _finish(draft, manifest, state, now)
+    return _finish(draft, manifest, state, now, targets)
 
 
-def _finish(draft: Draft, manifest: Manifest, state: State, now: datetime) -> Plan:
+def _finish(draft: Draft, manifest: Manifest, state: State, now: datetime, targets: tuple[str, ...] = ()) -> Plan:
     if len(draft.refusals) == 1:
         raise PlanError(draft.refusals[0])  # the CLI says "Error: " before a one-line message
     if draft.refusals:
@@ -101,6 +110,7 @@ def _finish(draft: Draft, manifest: Manifest, state: State, now: datetime) -> Pl
         unchanged=tuple(draft.unchanged),
         kept=tuple(draft.kept),
         warnings=tuple(draft.warnings),
+        targets=tuple(targets),
     )
 
 
