@@ -117,7 +117,12 @@ class Connections:
                     from qbr.repository.chunked import ChunkedRepository
 
                     config = self.manifest.repositories[name]
-                    repo = ChunkedRepository(repo, compression=config.compression, level=config.compression_level)
+                    sealing = None
+                    if config.encryption is not None:  # keyed chunk ids, chunks encrypted after compression
+                        from qbr.repository.chunk_crypto import ChunkSealing
+
+                        sealing = ChunkSealing(name, config.encryption.recipients, config.encryption.fingerprint)
+                    repo = ChunkedRepository(repo, compression=config.compression, level=config.compression_level, sealing=sealing)
                 self._repositories[name] = repo
             return repo
 

@@ -1,5 +1,7 @@
-"""`qbr export SET COLLECTION -o FILE` (an archive rebuilt, checked, written to a file) and
-`qbr repair-index [REPOSITORY]` (a dedup repository's chunk index made again from its chunks)."""
+"""`qbr export SET COLLECTION -o FILE` (an archive rebuilt, checked, written to a file),
+`qbr repair-index [REPOSITORY]` (a dedup repository's chunk index made again from its chunks),
+`qbr chunk-key new|get` (an encrypted dedup repository's chunk key, qbr.repository.chunk_crypto)
+and the --chunk-key option of apply."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from qbr.cli_common import load, manifest_option, parallelism_option
+from qbr.cli_common import identity_option, load, manifest_option, parallelism_option
 from qbr.errors import QbrError
 
 
@@ -56,6 +58,7 @@ def _write(repo, archive, path: Path) -> None:
 
 @click.command("export")
 @click.argument("set_ref", metavar="SET")
+@identity_option
 @click.argument("collection")
 @click.option("-o", "--output", "output", required=True, metavar="FILE",
               help="Where to write the archive; a collection kept as several archives (shards) goes into the folder FILE.")
@@ -64,7 +67,8 @@ def _write(repo, archive, path: Path) -> None:
 def export_command(set_ref, collection, output, manifest_file=None, parallelism=8) -> None:
     """Write COLLECTION of SET (its id, or BACKUP/ID) as the snapshot archive Qdrant made: rebuilt
     from the repository (chunks of a dedup repository each checked) and checked against the sha256
-    the set recorded. Qdrant recovers it as any snapshot (upload, or --snapshot at startup)."""
+    the set recorded; chunks of an encrypted one decrypted with --identity. Qdrant recovers it as
+    any snapshot (upload, or --snapshot at startup)."""
     from qbr.connections import Connections
     from qbr.render.sizes import human_bytes
 
@@ -75,8 +79,9 @@ def export_command(set_ref, collection, output, manifest_file=None, parallelism=
         if source is None:
             raise QbrError(f"set {record.backup}/{record.set_id} holds no collection {collection} "
                            f"(it holds: {', '.join(sorted(record.collections)) or 'none'})")
-        if any(getattr(a, "encryption", None) is not None for a in source.archives):
-            raise QbrError(f"collection {collection} of set {record.set_id} is encrypted; qbr export writes plain archives only")
+        if any(a.encryption is not None and a.encoding is None for a in source.archives):
+            raise QbrError(f"collection {collection} of set {record.set_id} is encrypted whole; decrypt it with age -d "
+                           "(qbr export rebuilds archives stored as chunks)")
         target = Path(output)
         if len(source.archives) == 1:
             paths = [target]
@@ -116,3 +121,90 @@ def repair_index_command(repository, manifest_file=None, lock_timeout="30s") -> 
             with LockSet([repository_target(manifest.repositories[name])], "repair-index") as lock:
                 lock.acquire(parse_duration(lock_timeout).total_seconds())
                 click.echo(repair_index(connections.repository(name)))
+
+
+def chunk_key_option(func):
+    """--chunk-key FILE: the chunk key an encrypted dedup repository names chunks with."""
+
+    def remember(ctx, param, value):
+        from qbr.repository.chunk_crypto import CHUNK_KEY_FILE
+
+        CHUNK_KEY_FILE.use_file(value)  # None: $QBR_CHUNK_KEY_FILE, read when a backup needs it
+        return value
+
+    return click.option("--chunk-key", default=None, metavar="FILE", expose_value=False, callback=remember,
+                        help="The chunk key of encrypted dedup repositories (qbr chunk-key new); default $QBR_CHUNK_KEY_FILE.")(func)
+
+
+def _sealed_repository(manifest, connections, name: str):
+    from qbr.repository.chunk_crypto import ChunkSealing
+
+    config = manifest.repositories.get(name)
+    if config is None:
+        raise QbrError(f"repository {name} is not in the manifest (repositories: {', '.join(sorted(manifest.repositories)) or 'none'})")
+    if not (config.dedup and config.encryption is not None):
+        raise QbrError(f"repository {name} does not declare both dedup: true and encryption:; only such a repository has a chunk key")
+    repo = connections.repository(name)
+    sealing = getattr(repo, "sealing", None) or ChunkSealing(name, config.encryption.recipients, config.encryption.fingerprint)
+    return repo.inner, sealing
+
+
+@click.group("chunk-key")
+def chunk_key_group() -> None:
+    """The chunk key of a repository with dedup and encryption: it names chunks by a keyed hash,
+    so names reveal nothing about content. Backup hosts need it (--chunk-key FILE); restores need
+    only the identity."""
+
+
+@chunk_key_group.command("new")
+@click.argument("repository")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Where to write the new key (created 0600, never overwritten).")
+@click.option("--from", "from_file", default=None, metavar="FILE",
+              help="Store this key file's key instead of a new one (the repository's keys/chunk-id.json was lost).")
+@manifest_option
+def chunk_key_new_command(repository, output, from_file, manifest_file=None) -> None:
+    """Make REPOSITORY's chunk key, once: written to FILE for the backup hosts, and stored in the
+    repository sealed to its recipients (keys/chunk-id.json) with a check value that refuses any
+    other key."""
+    from qbr.connections import Connections
+    from qbr.repository.chunk_crypto import KEY_ENV, KEY_OBJECT, new_key_object, read_key_file, write_key_file
+
+    if (output is None) == (from_file is None):
+        raise QbrError("name either -o FILE (a new key) or --from FILE (an existing key stored again)")
+    manifest = load(manifest_file)
+    with Connections(manifest, 1) as connections:
+        repo, sealing = _sealed_repository(manifest, connections, repository)
+        if from_file is not None:
+            new_key_object(repo, sealing, read_key_file(Path(from_file)))
+            click.echo(f"the chunk key in {from_file} is stored sealed in repository {repository} ({KEY_OBJECT})")
+            return
+        import secrets
+
+        key = secrets.token_bytes(32)
+        path = Path(output)
+        write_key_file(path, key, repository)  # first: a key stored only sealed would need the identity on every backup host
+        try:
+            new_key_object(repo, sealing, key)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    click.echo(f"chunk key of repository {repository} written to {path} (mode 600) and stored sealed to its "
+               f"{len(sealing.recipient_texts)} recipients ({KEY_OBJECT}); give backups --chunk-key {path} or ${KEY_ENV}")
+
+
+@chunk_key_group.command("get")
+@click.argument("repository")
+@click.option("-o", "--output", required=True, metavar="FILE", help="Where to write the key (created 0600, never overwritten).")
+@identity_option
+@manifest_option
+def chunk_key_get_command(repository, output, manifest_file=None) -> None:
+    """Write REPOSITORY's chunk key to FILE, unsealed with --identity (a new backup host, or a lost key file)."""
+    from qbr.connections import Connections
+    from qbr.repository.chunk_crypto import recovered_key, write_key_file
+
+    manifest = load(manifest_file)
+    with Connections(manifest, 1) as connections:
+        repo, sealing = _sealed_repository(manifest, connections, repository)
+        key = recovered_key(repo, sealing)
+    write_key_file(Path(output), key, repository)
+    click.echo(f"chunk key of repository {repository} written to {output} (mode 600)")

@@ -408,3 +408,22 @@ def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str) ->
             raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None
 
     return _ahead(native(), "qbr-age-decrypt")
+
+
+# -- small objects: a dedup repository's chunks (qbr.repository.chunk_crypto) ----------------
+
+
+def encrypt_bytes(data: bytes, recipients: list[Any]) -> bytes:
+    """The age encryption of `data`, whole (a chunk: a few MiB at most)."""
+    return bytes(_pyrage().encrypt(bytes(data), recipients))
+
+
+def decrypt_bytes(data: bytes, identities: list[Any], what: str) -> bytes:
+    """The plaintext of the age file `data`; a wrong identity or damaged ciphertext is a sentence naming `what`."""
+    pyrage = _pyrage()
+    try:
+        return bytes(pyrage.decrypt(bytes(data), identities))
+    except pyrage.DecryptError as error:
+        if "No matching keys" in str(error):
+            raise IdentityError(f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)") from None
+        raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None

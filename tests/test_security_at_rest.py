@@ -309,12 +309,12 @@ def test_a_decrypted_archive_that_does_not_match_its_record_stops_before_its_las
     assert 0 < sum(map(len, handed)) < len(data)  # the node never got the whole archive
 
 
-def test_encryption_refuses_dedup_and_adoption_which_would_store_archives_in_clear_or_never_share_chunks():
+def test_encryption_refuses_adoption_which_would_store_archives_in_clear_and_accepts_dedup():
     public = str(pyrage.x25519.Identity.generate().to_public())
     with pytest.raises(ManifestError) as error:
         manifest('adopt:\n  old: {from: {s3: {bucket: old-snapshots}}, into: nightly}',
                  repo=f's3: {{bucket: qbr-bkt}}\n    dedup: true\n    encryption: {{recipients: ["{public}"]}}')
-    assert "encryption and dedup cannot be combined yet" in str(error.value)
+    assert "dedup" not in str(error.value)  # chunks are keyed and encrypted one by one (tests/e2e/test_dedup_encrypted.py)
     assert "adopted snapshots are copied inside S3 as they are, so they would be stored in clear" in str(error.value)
 
 

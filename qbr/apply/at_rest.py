@@ -46,6 +46,9 @@ def label(fingerprint: str) -> str:
 
 def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str) -> Digest:
     """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and sha256."""
+    if getattr(repo, "seals_chunks", False):  # a dedup repository encrypts each chunk itself
+        stored_size, stored_sha256 = repo.put_sealed(key, plain, size=size)
+        return Digest(size=stored_size, sha256=stored_sha256)
     stored = Digest()
     bound = encryption.ciphertext_size(size, len(recipients)) if size is not None else None
     repo.put_stream(key, verified(encryption.encrypt_stream(plain, recipients), stored, what=what), size=bound)
@@ -62,10 +65,10 @@ def plaintext(repo: Any, archive: ArchiveRecord, what: str) -> Iterator[Iterator
             return
         identities = encryption.KEYRING.identities(f"restoring encrypted archive {archive.key}")
         digest = Digest()
-        yield verified(
-            encryption.decrypt_stream(chunks, identities, f"archive {archive.key}"), digest, what=what,
-            expected_size=archive.size, expected_sha256=archive.sha256 or None,
-        )
+        if archive.encoding is None:
+            chunks = encryption.decrypt_stream(chunks, identities, f"archive {archive.key}")
+        # (else a dedup repository: each chunk was decrypted as the repository read it)
+        yield verified(chunks, digest, what=what, expected_size=archive.size, expected_sha256=archive.sha256 or None)
 
 
 # -- Object Lock ---------------------------------------------------------------------------

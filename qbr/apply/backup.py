@@ -35,6 +35,9 @@ ADOPT_POLL_SECONDS = 0.3  # how often a node is asked what became of a create wh
 
 
 def check_copy_archive(ctx: ActionContext, p: CopyArchive, pre: dict[str, Any]) -> None:
+    ready = getattr(ctx.connections.repository(p.repository), "ready_to_write", None)
+    if ready is not None:
+        ready()  # an encrypted dedup repository's chunk key, checked before a snapshot is made
     client = ctx.connections.client(p.cluster, p.node)
     if pre.get("collection_exists") and not client.collection_exists(p.collection):
         raise PreconditionError(f"collection {p.collection} no longer exists on cluster {p.cluster}; run qbr plan again")

@@ -35,9 +35,6 @@ def _check_protection(repository: dict[str, Any], base: PathKey, report: Any) ->
                 report(base + ("encryption", "recipients", index),
                        "this is a private key: list only public keys here (the identity stays out of the manifest)" if secret
                        else "expected an age recipient (age1...) or an ssh-ed25519 / ssh-rsa public key")
-    if isinstance(encryption, dict) and repository.get("dedup") is True:
-        report(base + ("encryption",), "encryption and dedup cannot be combined yet: every archive is encrypted with a key "
-               "of its own, so encrypted archives never share chunks; choose one")
     s3 = isinstance(repository.get("s3"), dict)
     for key in ("sse", "object_lock"):
         if key in repository and not s3:

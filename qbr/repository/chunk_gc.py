@@ -86,9 +86,10 @@ def sweep(repo: Any, doomed: set[str], markers: list[str], *, relist: bool, para
     if relist:
         merged.update({c: n for c, n in list_chunks(repo.inner).items() if c not in merged})
     kept = {c: n for c, n in merged.items() if c not in doomed}
+    digests = {c: d for f in files if not f.pending for c, d in f.digests.items()}
     marker = new_index_key("-sweep.pending")
     repo.inner.put_bytes(marker, index_bytes({}, pending=True))
-    repo.inner.put_bytes(new_index_key("-swept"), index_bytes(kept, pending=False))
+    repo.inner.put_bytes(new_index_key("-swept"), index_bytes(kept, pending=False, digests=digests))
     for f in files:
         if not f.pending:
             repo.inner.delete(f.key)

@@ -3,7 +3,11 @@
 It lives in the repository, as small objects under `index/`, each written by one batch of one
 backup (or by a sweep or a repair, merging others):
 
-    {"qbr_chunk_index": 1, "pending": false, "chunks": {"<id>": <stored size>, ...}}
+    {"qbr_chunk_index": 1, "pending": false, "chunks": {"<id>": <stored size>, ...},
+     "sha256": {"<id>": "<stored sha256>", ...}}
+
+(`sha256`, of each stored object, is what an encrypted repository's chunk lists record of the
+chunks a backup did not store itself; an entry without one is hashed from the store once.)
 
 It is a cache, never the only truth (the chunks under `chunks/` are): `qbr repair-index`
 rebuilds it from a listing, and so does any reader that finds it missing or unreadable. Two
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,10 +41,15 @@ class IndexFile:
     modified: datetime
     pending: bool
     chunks: dict[str, int]  # id -> stored size
+    digests: dict[str, str] = field(default_factory=dict)  # id -> stored sha256, where known
 
 
-def index_bytes(chunks: dict[str, int], *, pending: bool) -> bytes:
-    return json.dumps({INDEX_MAGIC: 1, "pending": pending, "chunks": dict(sorted(chunks.items()))}, separators=(",", ":")).encode()
+def index_bytes(chunks: dict[str, int], *, pending: bool, digests: dict[str, str] | None = None) -> bytes:
+    body: dict[str, Any] = {INDEX_MAGIC: 1, "pending": pending, "chunks": dict(sorted(chunks.items()))}
+    known = {c: d for c, d in (digests or {}).items() if c in chunks}
+    if known:
+        body["sha256"] = dict(sorted(known.items()))
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def new_index_key(label: str = "") -> str:
@@ -56,7 +65,8 @@ def read_index_files(repo: Any) -> tuple[list[IndexFile], list[str]]:
             if data.get(INDEX_MAGIC) != 1:
                 raise ValueError("not a chunk index")
             chunks = {str(k): int(v) for k, v in dict(data["chunks"]).items()}
-            files.append(IndexFile(info.key, info.modified, bool(data.get("pending")), chunks))
+            digests = {str(k): str(v) for k, v in dict(data.get("sha256") or {}).items()}
+            files.append(IndexFile(info.key, info.modified, bool(data.get("pending")), chunks, digests))
         except NotFoundError:
             continue  # merged and removed since the listing
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
@@ -89,6 +99,8 @@ class ChunkIndex:
         self.repo = repo
         self._lock = threading.Lock()
         self._known: dict[str, int] | None = None
+        self._digests: dict[str, str] = {}
+        self._storing: dict[str, Any] = {}  # id -> Future of (stored size, sha256): chunks being stored by this process
 
     def _load(self) -> dict[str, int]:
         files, broken = read_index_files(self.repo)
@@ -102,6 +114,7 @@ class ChunkIndex:
         for f in files:
             if not f.pending:
                 known.update(f.chunks)
+                self._digests.update(f.digests)
         return known
 
     def known(self) -> dict[str, int]:
@@ -116,6 +129,22 @@ class ChunkIndex:
     def stored_size(self, chunk_id: str) -> int | None:
         return self.known().get(chunk_id)
 
+    def digest(self, chunk_id: str) -> str | None:
+        """The stored object's sha256, if an index object recorded it."""
+        self.known()
+        return self._digests.get(chunk_id)
+
+    def storing(self, chunk_id: str, submit: Any) -> tuple[Any, bool]:
+        """(the future storing `chunk_id`, whether this call started it): two archives written at
+        once store a chunk they share once (an encrypted chunk is different bytes each time it is
+        encrypted, so the second upload would change what the first archive's list recorded)."""
+        with self._lock:
+            future = self._storing.get(chunk_id)
+            if future is not None and not (future.done() and (future.cancelled() or future.exception() is not None)):
+                return future, False
+            future = self._storing[chunk_id] = submit()
+            return future, True
+
     def exists(self, chunk_id: str) -> bool:
         """Whether a chunk is stored: the index, else the store itself (a HEAD)."""
         return self.has(chunk_id) or self.repo.head(chunk_key(chunk_id)) is not None
@@ -124,19 +153,24 @@ class ChunkIndex:
         """Before a batch is uploaded: its chunks, pending, under `key`."""
         self.repo.put_bytes(key, index_bytes(chunks, pending=True))
 
-    def confirm(self, key: str, chunks: dict[str, int]) -> None:
+    def confirm(self, key: str, chunks: dict[str, int], digests: dict[str, str] | None = None) -> None:
         """After a batch is stored: the same object, confirmed; and this process dedups against it."""
-        self.repo.put_bytes(key, index_bytes(chunks, pending=False))
+        self.repo.put_bytes(key, index_bytes(chunks, pending=False, digests=digests))
         with self._lock:
             if self._known is not None:
                 self._known.update(chunks)
+            self._digests.update(digests or {})
 
     def forget(self, chunk_ids: set[str]) -> None:
         with self._lock:
             if self._known is not None:
                 for cid in chunk_ids:
                     self._known.pop(cid, None)
+            for cid in chunk_ids:
+                self._digests.pop(cid, None)
+                self._storing.pop(cid, None)
 
     def reset(self) -> None:
         with self._lock:
             self._known = None
+            self._digests = {}

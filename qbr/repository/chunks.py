@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from qbr.errors import ChecksumError, QbrError
 
@@ -28,6 +28,7 @@ AVG_SIZE = 1024 * 1024
 MAX_SIZE = 8 * 1024 * 1024
 NORMALIZATION = 1
 HASH = "blake3"
+KEYED_HASH = "blake3-keyed"  # an encrypted repository's ids (qbr.repository.chunk_crypto)
 #: Stored chunk objects start with one byte saying how the rest is encoded.
 RAW, ZSTD = 0, 1
 #: A chunk is compressed only if a sample of it shrinks below this fraction (vectors mostly do not).
@@ -80,8 +81,10 @@ class Codec:
                     return bytes((ZSTD,)) + packed
         return bytes((RAW,)) + data
 
-    def decode(self, stored: bytes, chunk_id: str, length: int | None = None) -> bytes:
-        """The plain bytes of a stored chunk, checked against its id (and length); ChecksumError if not."""
+    def decode(self, stored: bytes, chunk_id: str, length: int | None = None,
+               ids: Callable[[bytes], str] | None = digest) -> bytes:
+        """The plain bytes of a stored chunk, checked against its id by `ids` (None: not checked
+        by id) and its length; ChecksumError if not."""
         if not stored:
             raise ChecksumError(f"chunk {chunk_id} is empty; it is damaged")
         kind, body = stored[0], memoryview(stored)[1:]
@@ -96,7 +99,7 @@ class Codec:
             raise ChecksumError(f"chunk {chunk_id} has an unknown encoding byte {kind}; it is damaged")
         if length is not None and len(data) != length:
             raise ChecksumError(f"chunk {chunk_id} holds {len(data)} bytes where {length} were listed; it is damaged")
-        if digest(data) != chunk_id:
+        if ids is not None and ids(data) != chunk_id:
             raise ChecksumError(f"chunk {chunk_id} does not match its hash; it is damaged")
         return data
 
@@ -137,12 +140,20 @@ class ChunkList:
     size: int
     chunks: tuple[tuple[str, int], ...]  # (id, plain length)
     chunker: dict[str, Any]
+    #: An encrypted repository's list: keyed ids, and per chunk its stored (size, sha256), so
+    #: verify checks the stored chunks without the identity.
+    stored: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.stored)
 
     def ids(self) -> set[str]:
         return {c for c, _ in self.chunks}
 
     def to_bytes(self) -> bytes:
-        body = {"size": self.size, "hash": HASH, "chunker": self.chunker, "chunks": [list(c) for c in self.chunks]}
+        entries = [[c, n, *s] for (c, n), s in zip(self.chunks, self.stored)] if self.stored else [list(c) for c in self.chunks]
+        body = {"size": self.size, "hash": KEYED_HASH if self.stored else HASH, "chunker": self.chunker, "chunks": entries}
         return MAGIC + json.dumps(body, separators=(",", ":")).encode()[1:] + b"\n"
 
     @staticmethod
@@ -151,13 +162,15 @@ class ChunkList:
             raise QbrError(f"{key} is not a chunk list")
         try:
             data = json.loads(raw)
-            chunks = tuple((str(c), int(n)) for c, n in data["chunks"])
-            if data.get("hash", HASH) != HASH:
-                raise ValueError(f"chunk ids by {data.get('hash')}, this qbr knows {HASH}")
+            keyed = data.get("hash", HASH) == KEYED_HASH
+            if data.get("hash", HASH) not in (HASH, KEYED_HASH):
+                raise ValueError(f"chunk ids by {data.get('hash')}, this qbr knows {HASH} and {KEYED_HASH}")
+            chunks = tuple((str(e[0]), int(e[1])) for e in data["chunks"])
+            stored = tuple((int(e[2]), str(e[3])) for e in data["chunks"]) if keyed else ()
             if sum(n for _, n in chunks) != int(data["size"]):
                 raise ValueError("its chunks do not add up to its size")
-            return ChunkList(int(data["size"]), chunks, dict(data.get("chunker") or {}))
-        except (KeyError, TypeError, ValueError) as error:
+            return ChunkList(int(data["size"]), chunks, dict(data.get("chunker") or {}), stored)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
             raise ChecksumError(f"the chunk list {key} is damaged ({error})") from None
 
 

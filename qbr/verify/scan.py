@@ -78,6 +78,15 @@ def scan_archive(repo: Any, key: str, kind: str, *, deep: bool, counter: PointCo
     """Read one archive from a repository, streamed, once. An encrypted one is hashed as stored
     and, with `deep`, decrypted on the way (with the run's identity) and walked as plaintext."""
     try:
+        sealed = getattr(repo, "list_digest", None)
+        listed = sealed(key) if encrypted and deep and sealed is not None else None
+        if listed is not None:  # chunks encrypted one by one (a dedup repository), decrypted as they are read
+            from qbr import encryption
+
+            encryption.KEYRING.identities("verify --deep of encrypted archives")
+            with repo.open_read(key, READ_CHUNK) as chunks:
+                plain = scan_stream(chunks, key, kind, deep=True, counter=counter)
+            return replace(plain, size=listed[0], sha256=listed[1], plain_size=plain.size, plain_sha256=plain.sha256)
         with repo.open_read(key, READ_CHUNK) as chunks:
             if not (encrypted and deep):
                 return scan_stream(chunks, key, kind, deep=deep, counter=counter)
