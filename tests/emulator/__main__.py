@@ -1,6 +1,6 @@
 """`python -m tests.emulator --port 6333 [--nodes 3] [--api-key K] [--version V] [--data-dir D]
 [--snapshots-s3 http://127.0.0.1:9000/bucket[/prefix] [--s3-part-size N] [--snapshots-s3-broken]]
-[--no-url-recovery]`
+[--no-url-recovery] [--engine python|edge]`
 
 Prints the node URLs, one per line, then serves until SIGINT or SIGTERM.
 """
@@ -13,6 +13,7 @@ import sys
 import threading
 
 from tests.emulator.cluster import EmulatorCluster
+from tests.emulator.edge_store import ENGINES
 from tests.emulator.s3storage import DEFAULT_PART_SIZE, S3Settings
 
 
@@ -35,6 +36,8 @@ def cluster_from_args(argv: list[str] | None = None) -> EmulatorCluster:
                         help="declared S3 but snapshots stay on local disk (qdrant/qdrant#5026)")
     parser.add_argument("--no-url-recovery", action="store_true",
                         help="service.enable_snapshot_url_recovery: false (http(s) recovery answers 403)")
+    parser.add_argument("--engine", choices=ENGINES, default="python",
+                        help="edge: shards are EdgeShards of qdrant-edge-py, snapshots hold real Qdrant segments")
     args = parser.parse_args(argv)
     if args.snapshots_s3_broken and not args.snapshots_s3:
         parser.error("--snapshots-s3-broken needs --snapshots-s3")
@@ -45,7 +48,8 @@ def cluster_from_args(argv: list[str] | None = None) -> EmulatorCluster:
     return EmulatorCluster(nodes=args.nodes, api_key=args.api_key, read_only_api_key=args.read_only_api_key,
                            version=args.version, port=args.port, data_dir=args.data_dir,
                            distributed=args.distributed, snapshots_s3=s3,
-                           snapshots_s3_broken=args.snapshots_s3_broken, url_recovery=not args.no_url_recovery)
+                           snapshots_s3_broken=args.snapshots_s3_broken, url_recovery=not args.no_url_recovery,
+                           engine=args.engine)
 
 
 def main(argv: list[str] | None = None) -> int:

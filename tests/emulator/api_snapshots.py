@@ -280,7 +280,7 @@ def _shard_archive(path: Path, shard_id: int) -> archives.ArchiveData:
     data = archives.read_archive(path)
     if data.kind == "shard":
         return archives.ArchiveData("shard", None, {}, {shard_id: data.shard_points.get(-1) or []}, None,
-                                    {shard_id: data.shard_indexes.get(-1, {})})
+                                    {shard_id: data.shard_indexes.get(-1, {})}, source=data.source)
     return data
 
 

@@ -157,9 +157,9 @@ def read_archive(path: Path) -> ArchiveData:
             ValueError) as err:
         raise bad_input(f"Snapshot archive is not a valid Qdrant snapshot: {err}") from None
     if config is not None:
-        return ArchiveData("collection", config, payload_schema, shard_points, mapping, indexes)
+        return ArchiveData("collection", config, payload_schema, shard_points, mapping, indexes, source=path)
     if has_root_segments:
-        return ArchiveData("shard", None, {}, {-1: root_points or []}, None, indexes)
+        return ArchiveData("shard", None, {}, {-1: root_points or []}, None, indexes, source=path)
     raise bad_input("Snapshot archive is not a valid Qdrant snapshot: it holds neither config.json nor segments/")
 
 

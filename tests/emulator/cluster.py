@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from tests.emulator.accounting import Traffic, TrafficLog
 from tests.emulator.activity import Activity
+from tests.emulator.edge_store import ENGINES, EdgeEngine
 from tests.emulator.faults import Faults
 from tests.emulator.s3storage import S3Settings, S3Store, bucket_objects, make_client, unfinished_uploads
 from tests.emulator.server import NodeHTTPServer, serve_in_thread
@@ -204,13 +205,17 @@ class EmulatorCluster:
     snapshots_s3_broken: declared S3, but the nodes keep snapshots on local disk (the config
     silently ignored, qdrant/qdrant#5026). url_recovery=False: `service.enable_snapshot_url_recovery:
     false`, http(s) recovery answers 403 (Qdrant >= 1.18.0).
+
+    engine: "python" (default: points in Python dicts, archives of JSON lines) or "edge": each
+    shard is an EdgeShard of qdrant-edge-py and snapshots hold real segment files in Qdrant's
+    layout (edge_store.py says what that mode does not support).
     """
 
     def __init__(self, nodes: int = 3, api_key: str | None = None, read_only_api_key: str | None = None,
                  version: str = "1.19.0", port: int = 0, data_dir: str | Path | None = None,
                  distributed: bool | None = None, recover_recreates_shard_keys: bool = False,
                  snapshots_s3: dict | S3Settings | None = None, snapshots_s3_broken: bool = False,
-                 url_recovery: bool = True):
+                 url_recovery: bool = True, engine: str = "python"):
         if nodes < 1 or nodes > 250:
             raise ValueError("nodes must be between 1 and 250")
         if snapshots_s3_broken and not snapshots_s3:
@@ -241,7 +246,17 @@ class EmulatorCluster:
         else:
             for node in self.nodes:
                 node.state = ClusterState([node.index], {node.index: node.peer_id}, False)
+        self.engine = engine
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if engine == "edge":
+            for state in self.states():
+                state.engine = EdgeEngine(self.data_dir / "edge" / str(state.node_indexes[0]))
         self.started = False
+
+    def states(self) -> list[ClusterState]:
+        """Each consensus state once (one for a distributed cluster, one per standalone node)."""
+        return list({id(node.state): node.state for node in self.nodes}.values())
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> EmulatorCluster:
@@ -273,6 +288,10 @@ class EmulatorCluster:
         for node in self.nodes:
             node.wait_background(timeout=10)
         self.started = False
+        for state in self.states():
+            if state.engine is not None:
+                with state.lock:
+                    state.engine.close(list(state.collections.values()))
         if self._own_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

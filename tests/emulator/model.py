@@ -105,3 +105,4 @@ class ArchiveData:
     shard_points: dict[int, list[dict] | None]  # shard id -> points (None: folder without data)
     shard_key_mapping: list[tuple[Any, list[int]]] | None = None  # custom sharding only
     shard_indexes: dict[int, dict] = field(default_factory=dict)  # segment-level indexes per shard
+    source: Any = None  # the archive's path, for the edge engine to read its segments from

@@ -19,7 +19,9 @@ import copy
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+from tests.emulator import edge_archive
 from tests.emulator.config import config_compatible, validate_collection_name
+from tests.emulator.edge_store import is_edge
 from tests.emulator.errors import ApiError, bad_input, collection_not_found
 from tests.emulator.points import normalize_point_id
 from tests.emulator.state import ArchiveData, Collection, Shard
@@ -57,8 +59,17 @@ def _points(raw: list[dict]) -> dict[Any, dict]:
             for p in raw}
 
 
+def _load_edge(node: EmulatorNode, shard: Shard, archive: ArchiveData, sid: int | None, raw_points: list[dict]) -> None:
+    """Edge mode: the archive's segments (or, from an archive of the Python engine, its points)
+    become the shard's data; every replica shares the shard's one EdgeShard."""
+    if archive.source is not None and edge_archive.holds_segments(archive.source, sid):
+        edge_archive.restore_shard(node, shard.points, archive.source, sid)
+    else:
+        shard.points.replace(_points(raw_points))
+
+
 def apply_shard_data(collection: Collection, shard: Shard, node: int, raw_points: list[dict],
-                     indexes: dict, priority: str) -> None:
+                     indexes: dict, priority: str, edge_load=None) -> None:
     """Restore one replica from an archive and activate it.
 
     With other active replicas, `snapshot` makes the snapshot the truth for every replica (Qdrant
@@ -69,7 +80,10 @@ def apply_shard_data(collection: Collection, shard: Shard, node: int, raw_points
     # the segments keep their own indexes; loading adds the collection's (update_all_field_indices)
     merged_indexes = {**copy.deepcopy(indexes), **copy.deepcopy(collection.payload_schema)}
     others = [n for n in shard.replicas if n != node and shard.state_of(n) in ACTIVE_FOR_RECOVERY]
-    if not others or priority == "snapshot":
+    if is_edge(shard.points):
+        edge_load()
+        shard.indexes = merged_indexes
+    elif not others or priority == "snapshot":
         shard.points = data
         shard.indexes = merged_indexes
         for replica in [node, *others]:
@@ -135,7 +149,8 @@ def recover_collection(node: EmulatorNode, name: str, archive: ArchiveData, prio
                 if shard.state_of(node.index) == recovering and before != recovering:
                     shard.states[node.index] = before
                 continue
-            apply_shard_data(collection, shard, node.index, points, archive.shard_indexes.get(sid, {}), priority)
+            apply_shard_data(collection, shard, node.index, points, archive.shard_indexes.get(sid, {}), priority,
+                             lambda: _load_edge(node, shard, archive, sid, points))
         state.commit += 1
     return True
 
@@ -157,7 +172,8 @@ def recover_shard(node: EmulatorNode, name: str, shard_id: int, archive: Archive
         with state.lock:
             if collection.shards.get(shard_id) is not shard:
                 raise ApiError(404, f"Not found: shard {shard_id} not found")
-            apply_shard_data(collection, shard, node.index, archive.shard_points.get(shard_id) or [],
-                             archive.shard_indexes.get(shard_id, {}), priority)
+            raw = archive.shard_points.get(shard_id) or []
+            apply_shard_data(collection, shard, node.index, raw, archive.shard_indexes.get(shard_id, {}), priority,
+                             lambda: _load_edge(node, shard, archive, None, raw))
             state.commit += 1
     return True

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from tests.emulator import archive as archives
+from tests.emulator import edge_archive
 from tests.emulator.errors import ApiError, bad_request, forbidden
 from tests.emulator.s3storage import S3Store
 from tests.emulator.state import Collection
@@ -252,6 +253,8 @@ class SnapshotStore:
             if synthetic is not None:
                 node.activity.after_snapshot_view(node, collection.name, None)
                 return self._commit_virtual(directory, name, synthetic)
+            if node.state.engine is not None:
+                return self._commit(directory, name, lambda tmp: self._edge_write(collection, None, tmp))
             config, payload_schema, shards, mapping = node.state.snapshot_view(collection, node.index)
             node.activity.after_snapshot_view(node, collection.name, None)
             members = archives.collection_members(config, payload_schema, shards, node.state.peer_ids, node.index,
@@ -280,8 +283,19 @@ class SnapshotStore:
         synthetic = self.synthetic_shard_archive(collection, shard_id)
         if synthetic is not None:
             return self._commit_virtual(directory, name, synthetic)
+        if self.node.state.engine is not None:
+            return self._commit(directory, name, lambda tmp: self._edge_write(collection, shard_id, tmp))
         members = self.shard_archive_members(collection, shard_id)
         return self._commit(directory, name, lambda tmp: archives.write_archive(tmp, members))
+
+    def _edge_write(self, collection: Collection, shard_id: int | None, tmp: Path) -> None:
+        """Edge mode: the archive is written at a point in time (under the state's lock), then the
+        moving-world hooks run, before it is committed."""
+        if shard_id is None:
+            edge_archive.write_collection_snapshot(self.node, collection, tmp)
+        else:
+            edge_archive.write_shard_snapshot(self.node, collection, shard_id, tmp)
+        self.node.activity.after_snapshot_view(self.node, collection.name, shard_id)
 
     def create_full_snapshot(self) -> dict:
         state = self.node.state

@@ -52,6 +52,7 @@ class ClusterState(PointOps, LayoutOps):
         self.commit = 0
         self.operation_id = 0
         self._key_cursor = 0
+        self.engine: Any = None  # edge_store.EdgeEngine in edge mode: shards keep their points in EdgeShards
 
     # -- names ------------------------------------------------------------------------------
     def resolve(self, name: str) -> Collection:
@@ -110,6 +111,8 @@ class ClusterState(PointOps, LayoutOps):
             for shard in shards.values():
                 shard.indexes = copy.deepcopy(payload_schema)
             collection = Collection(name, config, payload_schema, shards, synthetic_size)
+            if self.engine is not None:
+                self.engine.attach(collection)
             self.collections[name] = collection
             self.commit += 1
             return collection
@@ -120,7 +123,9 @@ class ClusterState(PointOps, LayoutOps):
         with self.lock:
             if name not in self.collections:
                 return False
-            del self.collections[name]
+            removed = self.collections.pop(name)
+            if self.engine is not None:
+                self.engine.detach(removed)
             self.aliases = {a: c for a, c in self.aliases.items() if c != name}
             self.commit += 1
             return True
