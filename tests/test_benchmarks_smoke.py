@@ -133,12 +133,14 @@ def test_dedup_prints_what_a_second_backup_adds_in_qbr_and_restic(runs):
 
     if shutil.which("restic"):
         assert "qbr_added_over_restic_10pct" in found and "qbr_speed_over_restic_10pct" in found
+    else:
+        assert "restic is not installed (Debian package restic): its columns are left empty" in out
     try:
         import qdrant_edge  # noqa: F401
     except ImportError:
         assert "qdrant-edge-py is not installed: synthetic" in out
     else:
-        assert "engine edge, 300 points" in out
+        assert "engine emulator, 300 points" in out and "qbr_peak_rss_mib_10pct" in found
 
 
 def test_server_side_moves_no_archive_byte_through_qbr_and_times_both_paths(runs):
