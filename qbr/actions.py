@@ -108,6 +108,7 @@ class RestoreCollection:
     write_consistency_factor: int | None = None
     patch: dict[str, Any] = field(default_factory=dict)
     shape: dict[str, Any] = field(default_factory=dict)
+    verify_sample: int = 0  # then compare this many points with the set's archives, read with the copy engine
 
 
 @dataclass(frozen=True)

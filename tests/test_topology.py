@@ -226,7 +226,6 @@ restores:
         "quantization: {scalar: {type: int8, quantile: 0.99}}": ("quantization: disabld", "expected disabled or a mapping"),
         "hnsw: {m: 32}": ("hnsw: {mm: 32}", "did you mean 'm'"),
         "replication_factor: 2}": ("replication_factor: 2, write_consistency_factor: 3}", "3 is more than the replication_factor 2"),
-        "method: auto": ("method: snapshot", "verify_sample: compares a logical copy"),
     }
     for old, (new, message) in bad.items():
         with pytest.raises(ManifestError, match=message):

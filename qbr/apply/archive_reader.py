@@ -92,16 +92,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def choose_reader(setting: str | None = None) -> ShardReader:
-    """The ShardReader QBR_COPY_ENGINE names (`setting` overrides it), else Qdrant's engine."""
+COPY_FROM_ARCHIVE = ("a logical copy with copy_from: archive reads the archives", "set copy_from: live")
+
+
+def choose_reader(setting: str | None = None, why: tuple[str, str] = COPY_FROM_ARCHIVE) -> ShardReader:
+    """The ShardReader QBR_COPY_ENGINE names (`setting` overrides it), else Qdrant's engine.
+    `why`: what needs it, and what else the user can do, for the sentence when it is missing."""
     setting = (os.environ.get(ENGINE_ENV, "") if setting is None else setting).strip()
     if not setting:
         try:
             return QdrantEdgeReader()
         except Exception:  # absent, or built for another platform
             raise QbrError(
-                "a logical copy with copy_from: archive reads the archives with Qdrant's engine, which is not installed "
-                "here: install qdrant-edge-py (pip install 'qbr[deep]'), or set copy_from: live"
+                f"{why[0]} with Qdrant's engine, which is not installed here: install qdrant-edge-py "
+                f"(pip install 'qbr[deep]'), or {why[1]}"
             ) from None
     return load_plugin(ENGINE_ENV, setting, "open", "shard_snapshot, scratch")
 

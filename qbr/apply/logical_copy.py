@@ -16,7 +16,6 @@ by id, vector and payload.
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from qbr.apply.context import ActionContext
 from qbr.apply.copy_sources import ArchiveSource, LiveSource
 from qbr.apply.copy_streams import Copier, Stream
 from qbr.apply.restore import points_problem
+from qbr.apply.sample_check import compare_sample
 from qbr.apply.target_shape import create_payload_indexes, create_shaped, ensure_keys
 from qbr.errors import PreconditionError, QbrError
 from qbr.planner.topology import shaped_config
@@ -182,33 +182,13 @@ def _live_count_check(p: CopyCollection, source: LiveSource, points: int, at_sta
 def _compare_sample(p: CopyCollection, theirs: dict[Any, dict], seed: Any, ids: list[Any], moving: bool) -> tuple[int, str | None]:
     """Compare the sampled points of the source (`theirs`) with the target's; (how many were
     compared, a problem or None). A point gone from the source since is not compared."""
-    ours = {point["id"]: point for point in seed.retrieve_points(p.target_collection, ids)} if ids else {}
-    compared = [i for i in ids if i in theirs]
-    differ = [
-        i for i in compared
-        if i not in ours or ours[i].get("payload") != theirs[i].get("payload")
-        or not _same_vector(ours[i].get("vector"), theirs[i].get("vector"))
-    ]
-    if not differ:
-        return len(compared), None
-    shown = ", ".join(str(i) for i in differ[:5]) + (" ..." if len(differ) > 5 else "")
     why = " (the source was written to during the copy, which may explain it)" if moving else ""
-    return len(compared), (
-        f"{len(differ)} of {len(compared)} sampled points of collection {p.target_collection} on cluster {p.target_cluster} "
-        f"differ from the source collection {p.source_collection} (ids {shown}){why}; "
-        "the copy is not trusted and qbr will not repeat it by itself (delete the collection to copy it again)"
+    checked, problem = compare_sample(
+        theirs, seed, p.target_collection, p.target_cluster, ids, f"the source collection {p.source_collection}", why,
     )
-
-
-def _same_vector(a: Any, b: Any) -> bool:
-    """Equal vectors, allowing for float noise (Qdrant may normalise a Cosine vector again)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_vector(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_vector(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
-    return a == b
+    if problem is None:
+        return checked, None
+    return checked, f"{problem}; the copy is not trusted and qbr will not repeat it by itself (delete the collection to copy it again)"
 
 
 def _mark(ctx: ActionContext, p: CopyCollection, journal: dict[str, Any]) -> dict[str, Any]:

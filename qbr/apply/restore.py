@@ -19,8 +19,10 @@ from typing import Any, Iterator
 
 from qbr import faultpoints
 from qbr.actions import RestoreCollection
+from qbr.apply.archive_reader import choose_reader
 from qbr.apply.at_rest import plaintext
 from qbr.apply.context import ActionContext
+from qbr.apply.sample_check import check_recovered_sample
 from qbr.apply.target_shape import (
     compatible,
     create_collection,
@@ -36,6 +38,7 @@ from qbr.transfer import Digest, verified
 
 PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
 PRESIGN_SECONDS = 900
+VERIFY_SAMPLE = ("verify_sample compares restored points with the set's archives read", "remove verify_sample")
 
 
 def check_restore_collection(ctx: ActionContext, p: RestoreCollection, pre: dict[str, Any]) -> None:
@@ -82,6 +85,8 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         check = getattr(repo, "check_archive", None)  # chunked: the chunk list and its chunks, before the target is touched
         if check is not None:
             check(archive.key, archive.object_size)
+    # verify_sample reads the set's archives with the copy engine: without one, stop before the target is touched.
+    reader = choose_reader(why=VERIFY_SAMPLE) if p.verify_sample else None
     cluster, target = p.target_cluster, p.target_collection
     nodes = conn.cluster_nodes(cluster)
     seed = conn.client(cluster, nodes[0].url)
@@ -134,6 +139,9 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
         seed.update_collection(target, p.patch)
     points = seed.count_points(target, exact=True)
     problem = points_problem(points, source, p.set_id, target, cluster)
+    checked = 0
+    if problem is None and reader is not None:
+        checked, problem = check_recovered_sample(reader, repo, source, p.verify_sample, seed, target, cluster, p.set_id)
     faultpoints.reached("restore.before_record")
     provenance = {
         "backup": p.backup,
@@ -146,6 +154,8 @@ def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
     }
     if p.shape:
         provenance.update(method="snapshot", shape=p.shape)
+    if checked:
+        provenance["sample_checked"] = checked
     if problem is not None:
         # Recorded, not left "incomplete": restoring the same archive again would give the same
         # count, so the next plan does not retry it blindly; it warns until a person looks.

@@ -174,7 +174,7 @@ def check_references(data: Any, tree: Tree, problems: Problems) -> None:
 
 
 def _check_restore_shape(restore: dict[str, Any], base: PathKey, report: Any) -> None:
-    """A target shape that contradicts itself, and options a method never uses."""
+    """A target shape that contradicts itself."""
     topology = restore.get("topology")
     if isinstance(topology, dict):
         rf, wcf = topology.get("replication_factor"), topology.get("write_consistency_factor")
@@ -183,12 +183,6 @@ def _check_restore_shape(restore: dict[str, Any], base: PathKey, report: Any) ->
                 base + ("topology", "write_consistency_factor"),
                 f"{wcf} is more than the replication_factor {rf}: no write could gather that many replicas' answers",
             )
-    if restore.get("method") == "snapshot" and isinstance(restore.get("verify_sample"), int) and restore["verify_sample"] > 0:
-        report(
-            base + ("verify_sample",),
-            "compares a logical copy with its live source, and method snapshot never makes one; "
-            "remove it or set method to auto or logical",
-        )
 
 
 def _check_state(state: Any, report: Any) -> None:

@@ -212,7 +212,7 @@ class RestoreConfig:
     # points from the live source; snapshot / logical: always that way.
     method: Literal["auto", "snapshot", "logical"] = "auto"
     batch_size: int = 256  # points per scroll page and upsert of a logical copy
-    verify_sample: int = 0  # after a logical copy, compare this many points with the source
+    verify_sample: int = 0  # after the restore, compare this many points with their source (live, or the archives)
     # Where a logical copy reads the points: the live source collection, or the set's archives
     # (offline, with Qdrant's engine: no source cluster needed).
     copy_from: Literal["live", "archive"] = "live"

@@ -17,7 +17,7 @@ from qbr.manifest import BackupConfig, Manifest, RestoreConfig
 from qbr.plan import Action, Note
 from qbr.planner.chunks import chunked_source
 from qbr.planner.draft import Draft, PlannedSet
-from qbr.planner.topology import Route, route, shape_of, storage_of
+from qbr.planner.topology import Route, route, sample_words, shape_of, storage_of
 from qbr.records import SetRecord, parse_set_key, set_id_time, utc_iso
 from qbr.render.sizes import human_bytes
 from qbr.state import State
@@ -247,6 +247,8 @@ def plan_restore(
                     "; a snapshot carries the recorded shard number and vectors, so the archives are recovered as "
                     f"always and the rest is changed in place (PATCH /collections/{target_name})"
                 )
+            if restore.verify_sample:
+                reason += "; " + sample_words(restore.verify_sample, source_name)
             draft.actions.append(
                 Action(
                     id=action_id,
@@ -272,6 +274,7 @@ def plan_restore(
                         write_consistency_factor=path.write_consistency_factor,
                         patch=path.patch,
                         shape=shape,
+                        verify_sample=restore.verify_sample,
                     )),
                 )
             )

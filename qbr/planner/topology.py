@@ -182,3 +182,12 @@ def _word(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "unset" if value is None else str(value)
+
+
+def sample_words(size: int, source: str) -> str:
+    """What verify_sample does after a snapshot recovery: Qdrant loaded those points itself, so
+    they are compared with the set's archives, which qbr reads with the copy engine."""
+    return (
+        f"then {size} sampled points are compared by id, vector and payload with the set's archives of collection "
+        f"{source}, read offline with Qdrant's engine (qdrant-edge-py) on this machine"
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from qbr.faultpoints import KILL_ENV
 from tests.copy_engine import SELECT as COPY_ENGINE
+from tests.copy_engine import EmulatorShardReader
 from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, upsert, write_manifest
 from tests.qdrant_testing import TestingClient as QdrantClient
 
@@ -272,3 +273,59 @@ def test_snapshot_restore_with_a_storage_override_ends_with_exactly_that_storage
     assert {k: after[k] for k in ("optimizer_config", "wal_config")} == {k: before[k] for k in ("optimizer_config", "wal_config")}
     assert dr.count_requests(method="PATCH") == 1 and dr.count_requests(method="PUT", path=UPSERTS) == 0
     assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path).stdout
+
+
+def test_verify_sample_after_a_snapshot_recovery_compares_the_target_with_the_sets_archives(emulator, tmp_path, monkeypatch):
+    prod, dr = emulator(nodes=2), emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=90, shards=2)
+    manifest(tmp_path, prod, dr, "")
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
+    manifest(tmp_path, prod, dr, "restores:\n  replica: {from: nightly, to: dr, verify_sample: 25}\n", target_name="dr")
+    env = {"QBR_COPY_ENGINE": COPY_ENGINE}
+    plan = qbr("plan", "--now", T1, cwd=tmp_path, env=env)
+    assert plan.exit_code == 0 and "logical copy" not in plan.stdout, plan.output
+    assert ("then 25 sampled points are compared by id, vector and payload with the set's archives of collection docs, "
+            "read offline with Qdrant's engine (qdrant-edge-py) on this machine") in plan.stdout
+
+    monkeypatch.setattr("qbr.apply.archive_reader.ENGINE_MODULE", "qdrant_edge_not_installed")
+    without = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env={"QBR_COPY_ENGINE": ""})
+    assert without.exit_code == 1 and "Traceback" not in without.output
+    assert ("verify_sample compares restored points with the set's archives read with Qdrant's engine, which is not "
+            "installed here: install qdrant-edge-py (pip install 'qbr[deep]'), or remove verify_sample") in without.stderr
+    with QdrantClient(dr.urls[0]) as client:
+        assert client.list_collections() == [], "stopped before the target was touched"
+    monkeypatch.undo()
+
+    run = qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env=env)
+    assert run.exit_code == 0, run.output
+    assert all_points(dr.urls[0], "docs") == all_points(prod.urls[0], "docs")
+    restored = provenance(tmp_path, "replica")["docs"]
+    assert (restored["points_count"], restored["sample_checked"]) == (90, 25)
+    assert dr.count_requests(method="PUT", path=UPSERTS) == 0, "recovered from snapshots, not copied"
+    assert "No changes" in qbr("apply", "--auto-approve", "--now", T1, cwd=tmp_path, env=env).stdout
+
+
+class AlteringReader(EmulatorShardReader):
+    """Reads the emulator's archives, with point 7's payload not what the target will hold."""
+
+    def open(self, shard_snapshot, scratch):
+        pages = super().open(shard_snapshot, scratch)
+        scroll = pages.scroll
+
+        def altered(offset, limit):
+            points, after = scroll(offset, limit)
+            return [{**p, "payload": {"changed": True}} if p["id"] == 7 else p for p in points], after
+
+        pages.scroll = altered
+        return pages
+
+
+def test_verify_sample_after_a_snapshot_recovery_reports_a_point_that_differs_from_the_archive(emulator, tmp_path):
+    prod, dr = emulator(nodes=1), emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=12, shards=1)
+    manifest(tmp_path, prod, dr, "restores:\n  replica: {from: nightly, to: dr, verify_sample: 12}\n", target_name="dr")
+    run = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path, env={"QBR_COPY_ENGINE": f"{__name__}:AlteringReader"})
+    assert run.exit_code == 1 and "Traceback" not in run.output
+    assert "1 of 12 sampled points of collection docs on cluster dr differ from set " in run.output
+    assert "archives of collection docs (ids 7); the restore is not trusted" in run.output
+    assert "points_check_failed" in provenance(tmp_path, "replica")["docs"]
