@@ -7,6 +7,7 @@ their own, so the numbers are those of qbr's process and not of the servers it t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -81,6 +82,63 @@ def emulator_process(
         yield urls[0]
 
 
+class EmulatorTraffic:
+    """The requests an emulator process served (its --control channel): reset, then read."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def _ask(self, command: str) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def counts(self) -> dict:
+        """{"requests": total, "routes": {"GET /collections/{collection}": n, ...}} since the last reset."""
+        return self._ask("traffic")
+
+
+@contextmanager
+def emulator_with_traffic(collections: int = 0, data_dir: Path | None = None) -> Iterator[tuple[str, EmulatorTraffic]]:
+    """A one-node emulator in a child process, as emulator_process, and what it served."""
+    with _emulator_child(_emulator_args(1, None, collections, data_dir, None, 0.0) + ["--control"]) as (urls, process):
+        yield urls[0], EmulatorTraffic(process)
+
+
+def _emulator_args(nodes: int, synthetic: dict[str, tuple[int, int]] | None, collections: int,
+                   data_dir: Path | None, download_rate: float | None, snapshot_latency: float) -> list[str]:
+    args = [sys.executable, str(ROOT / "benchmarks" / "_emulator_server.py"), "--nodes", str(nodes),
+            "--collections", str(collections), "--snapshot-latency", str(snapshot_latency)]
+    for name, (size, node) in (synthetic or {}).items():
+        args += ["--synthetic", f"{name}={size}@{node}"]
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    if download_rate is not None:
+        args += ["--download-rate", str(download_rate)]
+    return args
+
+
+@contextmanager
+def _emulator_child(args: list[str]) -> Iterator[tuple[list[str], subprocess.Popen]]:
+    control = "--control" in args
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=child_env(),
+                               stdin=subprocess.PIPE if control else None)
+    try:
+        assert process.stdout is not None
+        urls = process.stdout.readline().split()
+        if not urls or not all(url.startswith("http://") for url in urls):
+            raise RuntimeError(f"the emulator did not start (exit code {process.wait()})")
+        yield urls, process
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        _stop(process)
+
+
 @contextmanager
 def cluster_process(
     nodes: int,
@@ -97,23 +155,9 @@ def cluster_process(
     download_rate: bytes/s each node serves snapshot downloads at, all of them together.
     snapshot_latency: seconds each node takes to make a snapshot.
     """
-    args = [sys.executable, str(ROOT / "benchmarks" / "_emulator_server.py"), "--nodes", str(nodes),
-            "--collections", str(collections), "--snapshot-latency", str(snapshot_latency)]
-    for name, (size, node) in (synthetic or {}).items():
-        args += ["--synthetic", f"{name}={size}@{node}"]
-    if data_dir is not None:
-        args += ["--data-dir", str(data_dir)]
-    if download_rate is not None:
-        args += ["--download-rate", str(download_rate)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=child_env())
-    try:
-        assert process.stdout is not None
-        urls = process.stdout.readline().split()
-        if not urls or not all(url.startswith("http://") for url in urls):
-            raise RuntimeError(f"the emulator did not start (exit code {process.wait()})")
+    args = _emulator_args(nodes, synthetic, collections, data_dir, download_rate, snapshot_latency)
+    with _emulator_child(args) as (urls, _):
         yield urls
-    finally:
-        _stop(process)
 
 
 @contextmanager

@@ -19,7 +19,8 @@ RATIO = re.compile(r"^ratio: ([a-z0-9_]+) = (-?[0-9]+\.[0-9]+) \((.+)\)$", re.MU
 RUNS = {
     "transfer": ["--size-mib", "4", "--repeat", "1"],
     "memory": ["--size-mib", "2", "4"],
-    "plan_time": ["--collections", "5", "20", "--observe-collections", "3", "6", "--history", "3", "--repeat", "1"],
+    "plan_time": ["--collections", "5", "20", "--observe-collections", "3", "6", "--history", "3", "--repeat", "1",
+                  "--request-collections", "3", "12", "--request-backups", "1", "2"],
     "parallel": ["--collections", "3", "--size-mib", "1", "--rate-mib", "64", "--snapshot-latency", "0",
                  "--parallelism", "1", "3", "--repeat", "1"],
     "logical_copy": ["--points", "300", "--dim", "8", "--batch", "50", "--target-nodes", "2", "--shards", "2"],
@@ -90,10 +91,18 @@ def test_plan_time_reports_growth_for_the_pure_planner_and_observe(runs):
     assert set(found) == {
         "plan_ms_per_collection_20_vs_5", "plan_time_20_vs_5",
         "observe_plan_ms_per_collection_6_vs_3", "observe_plan_time_6_vs_3",
+        *(f"quiet_qdrant_requests_12_vs_3_{kind}_{b}b" for kind in ("folder", "s3") for b in (1, 2)),
+        *(f"quiet_s3_requests_12_vs_3_s3_{b}b" for b in (1, 2)),
     }
     assert found["plan_time_20_vs_5"] > 0 and found["observe_plan_time_6_vs_3"] > 0
     out = runs["plan_time"].stdout
     assert "copy=" in out and "commit=1" in out  # the synthetic world made the planner do real work
+    # the request table: a quiet tick and a due one for each size, backup count and repository kind
+    rows = [line.split() for line in out.splitlines() if line.startswith(("folder ", "s3 "))]
+    assert len(rows) == 2 * 2 * 2 * 2  # sizes x backup counts x repository kinds x ticks
+    assert all(int(row[6]) > 0 for row in rows)  # Qdrant requests, counted by the emulator
+    assert all(row[7] != "-" and int(row[7]) > 0 for row in rows if row[0] == "s3")  # S3 requests, by qbr
+    assert all(value == 1.0 for name, value in found.items() if name.startswith("quiet_"))  # flat
 
 
 def test_parallel_compares_qbr_apply_with_the_sequential_script(runs):
