@@ -1,17 +1,20 @@
 """Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
 
-    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto in-process|process]
-                                  [--in-flight N] [--compare-in-flight N ...] [--breakdown]
+    python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto process|in-process]
+                                  [--in-flight N] [--compare-in-flight N ...] [--without-sha256] [--breakdown]
 
 Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
 real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
 Repository.put_stream with the snapshot's size) into (a) a local-folder repository and (b) S3
-(moto's ThreadedMotoServer in this process, as in the test suite; `--moto process` runs it in a
-process of its own).
+(moto's server in a process of its own, as a real S3 endpoint is another process or machine;
+`--moto in-process` runs moto's ThreadedMotoServer in this process, as the test suite does, where
+its ~6 CPU ms/MiB share this interpreter with both clients). `--without-sha256` adds qbr's S3 path
+without the check of Qdrant's sha256 (what that check costs; boto3 checks nothing).
 Baselines: the same HTTP download copied to a new file with shutil.copyfileobj (no hashing;
 fsynced, as the local repository fsyncs); the same copy hashing every chunk with sha256 on the way (the
 least a verified copy can do, in one thread); and the same download handed to a plain boto3
-upload_fileobj (its defaults: 8 MiB parts, 10 threads).
+upload_fileobj (its defaults: 8 MiB parts, 10 threads, and the client's own defaults; checked and
+printed at the start).
 Restore: QdrantClient.upload_snapshot streaming the archive from the repository into the
 node's upload endpoint, against a plain httpx multipart upload of the file to the same endpoint
 with the same query (so the node does the same work).
@@ -56,6 +59,10 @@ from qbr.repository.s3 import S3Repository
 from qbr.transfer import Digest, Progress, verified
 
 RESTORE_TARGET = "restored"
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _timed(work: Callable[[], object]) -> tuple[float, float]:
@@ -107,14 +114,43 @@ def baseline_to_file_sha256(url: str, path: str, target: Path, expected: str) ->
 
 def baseline_to_s3(url: str, path: str, s3, bucket: str, key: str) -> None:
     response = _raw_get(url, path)
-    s3.upload_fileobj(response, bucket, key)
+    s3.upload_fileobj(response, bucket, key)  # no Config: boto3's TransferConfig defaults
     response.close()
 
 
-def qbr_backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str) -> None:
-    """What Applier._snapshot_and_store does for one archive, minus creating and deleting the snapshot."""
+def baseline_settings(s3) -> str:
+    """What the boto3 baseline runs with, checked to be boto3's defaults (8 MiB parts, 10 threads)."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig()
+    assert (config.multipart_chunksize, config.multipart_threshold, config.max_request_concurrency) == (
+        8 * MIB, 8 * MIB, 10), "boto3's TransferConfig defaults changed"
+    client = s3.meta.config
+    return (f"boto3 upload_fileobj: {config.multipart_chunksize // MIB} MiB parts (threshold "
+            f"{config.multipart_threshold // MIB} MiB), {config.max_request_concurrency} threads, "
+            f"{client.max_pool_connections} connections, request checksums {client.request_checksum_calculation} "
+            f"(CRC32 on each part)")
+
+
+def qbr_settings(remote: S3Repository, size: int) -> str:
+    from qbr.repository.multipart import part_size_for, parts_in_flight
+
+    part = part_size_for(size, remote.part_size)
+    client = remote._client.meta.config
+    return (f"qbr S3Repository.put_stream: {part // MIB} MiB parts, "
+            f"{parts_in_flight(part, True, remote.in_flight)} in flight, {client.max_pool_connections} "
+            f"connections, request checksums {client.request_checksum_calculation} (an endpoint_url: no CRC32)")
+
+
+def qbr_backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str,
+               *, check: bool = True) -> None:
+    """What Applier._snapshot_and_store does for one archive, minus creating and deleting the snapshot
+    (`check=False`: without the sha256 check, to show what it costs)."""
     digest = Digest()
     with client.download_snapshot(collection, snapshot.name) as stream:
+        if not check:
+            repo.put_stream(key, stream, size=snapshot.size)
+            return
         repo.put_stream(
             key,
             verified(
@@ -259,7 +295,7 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
 
 def run_size(
     size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int | None,
-    compare: tuple[int, ...] = (),
+    compare: tuple[int, ...] = (), without_sha256: bool = False, show_settings: bool = False,
 ) -> tuple[list[list[object]], dict[str, float], str]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
@@ -276,10 +312,12 @@ def run_size(
     plain_file = work / f"plain-{size_mib}.snapshot"
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
         "plain-file", "plain-file-sha256", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local",
-        "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare))}
+        "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare), *(["qbr-s3-nosha"] if without_sha256 else []))}
     others = {n: S3Repository(bucket, f"bench-{size_mib}-{n}", endpoint, "us-east-1", in_flight=n) for n in compare}
 
     requests = ""
+    if show_settings:
+        print("  " + baseline_settings(s3) + "\n  " + qbr_settings(remote, size), flush=True)
 
     def plain_local(sha256: bool) -> Callable[[], None]:
         def run() -> None:
@@ -319,8 +357,12 @@ def run_size(
             others[n].delete(key)
         return run
 
+    def qbr_s3_unchecked() -> None:
+        times["qbr-s3-nosha"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key, check=False)))
+        remote.delete(key)
+
     local_runs = [plain_local(False), plain_local(True), qbr_local]
-    s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare)]
+    s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare), *([qbr_s3_unchecked] if without_sha256 else [])]
     for n in range(repeat):
         for run in local_runs[n % 3:] + local_runs[:n % 3]:
             run()
@@ -352,7 +394,8 @@ def run_size(
     rate = {name: mib_per_s(size, median([wall for wall, _ in runs])) for name, runs in times.items()}
     cpu = {name: median([c for _, c in runs]) * 1000 / (size / MIB) for name, runs in times.items()}
     rows = []
-    pairs = [*PAIRS, *((f"backup -> S3 (moto), {n} parts in flight", "plain-s3", f"qbr-s3-{n}") for n in compare)]
+    pairs = [*PAIRS, *((f"backup -> S3 (moto), {n} parts in flight", "plain-s3", f"qbr-s3-{n}") for n in compare),
+             *([("backup -> S3 (moto), no sha256 check", "plain-s3", "qbr-s3-nosha")] if without_sha256 else [])]
     for direction, base, ours in pairs:
         rows.append([
             f"{size_mib} MiB", direction, f"{rate[base]:.0f}", f"{rate[ours]:.0f}", f"{rate[ours] / rate[base]:.2f}",
@@ -384,18 +427,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qbr transfer throughput vs a plain copy, same run.")
     parser.add_argument("--size-mib", type=int, nargs="+", default=[256], help="snapshot sizes in MiB (default 256)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each transfer; the median is shown (default 5)")
-    parser.add_argument("--moto", choices=["in-process", "process"], default="in-process",
-                        help="run moto's S3 server in this process (default, as the tests do) or in its own")
+    parser.add_argument("--moto", choices=["process", "in-process"], default="process",
+                        help="run moto's S3 server in a process of its own (default: a real endpoint is another "
+                             "process or machine) or in this one (as the tests do; it then competes for this "
+                             "interpreter's CPU)")
     parser.add_argument("--in-flight", type=int, default=None,
                         help="parts of an S3 upload in flight at once (default: qbr's choice, multipart.parts_in_flight)")
     parser.add_argument("--compare-in-flight", type=int, nargs="*", default=[],
                         help="also back up into S3 with these many parts in flight (extra rows and ratios)")
+    parser.add_argument("--without-sha256", action="store_true",
+                        help="also back up into S3 without checking Qdrant's sha256 (an extra row and ratio)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the local backup path step by step (first size only)")
     args = parser.parse_args(argv)
     use_fake_aws()
     print(f"transfer benchmark: sizes {args.size_mib} MiB, {args.repeat} runs each, median shown; "
-          f"moto {args.moto}; S3 parts in flight {args.in_flight or 'as qbr chooses'}; {os.cpu_count()} CPUs", flush=True)
+          f"moto {args.moto}; S3 parts in flight {args.in_flight or 'as qbr chooses'}; {os.cpu_count()} CPUs; "
+          f"load average {_load()}", flush=True)
     all_rows: list[list[object]] = []
     results: list[dict[str, float]] = []
     requests: list[str] = []
@@ -410,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for size_mib in args.size_mib:
                     rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight,
-                                                   tuple(args.compare_in_flight))
+                                                   tuple(args.compare_in_flight), args.without_sha256,
+                                                   show_settings=not all_rows)
                     all_rows += rows
                     results.append(rate)
                     requests.append(f"{size_mib} MiB: {counted}")
@@ -428,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     print("cpu = CPU ms per MiB of this process (the emulator runs in another process; moto "
           + ("in this one)." if args.moto == "in-process" else "in another too)."))
     print("S3 requests of one qbr backup (repo.requests, retries included): " + "; ".join(requests))
+    print(f"load average at the end: {_load()}")
     print()
     print_table(["size", "direction", "base MiB/s", "qbr MiB/s", "qbr/base", "base cpu", "qbr cpu"], all_rows)
     print()
@@ -438,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in args.compare_in_flight:
             print_ratio(f"backup_s3_inflight{k}_{n}mib", rate[f"rate:qbr-s3-{k}"] / rate["rate:plain-s3"],
                         f"qbr with {k} parts in flight MiB/s / plain boto3 upload_fileobj MiB/s")
+        if args.without_sha256:
+            print_ratio(f"backup_s3_no_sha256_{n}mib", rate["rate:qbr-s3-nosha"] / rate["rate:plain-s3"],
+                        "qbr without its sha256 check MiB/s / plain boto3 upload_fileobj MiB/s")
     return 0
 
 
