@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyrage
 import pytest
@@ -238,6 +239,23 @@ def _encrypted_world(locked: dict[str, str] | None = None):
 
 def set_id_for_hours(hours: int) -> str:
     return (NOW - timedelta(hours=hours)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def test_a_state_in_a_bucket_of_its_own_declares_its_sse_and_a_wrong_one_is_placed():
+    from qbr.manifest import load_manifest_text
+    from qbr.manifest.model import ServerSideEncryption
+
+    head = 'version: 1\nclusters:\n  prod: {url: "http://q0:6333"}\nrepositories:\n  main: {path: ./backups}\n'
+    own = load_manifest_text(head + "state:\n  s3: {bucket: qbr-state, key: q/state.json, sse: {mode: aws:kms, kms_key_id: alias/st}}\n",
+                             "m.yaml", Path("/srv"), {})
+    assert own.state.sse == ServerSideEncryption("aws:kms", "alias/st")
+    with pytest.raises(ManifestError) as error:
+        load_manifest_text(head + "state:\n  s3:\n    bucket: qbr-state\n    key: q/state.json\n    sse: {mode: AES256, kms_key_id: k}\n",
+                           "m.yaml", Path("/srv"), {})
+    assert "m.yaml:10:37:" in str(error.value) and "state.s3.sse.kms_key_id: kms_key_id needs mode aws:kms" in str(error.value)
+    with pytest.raises(ManifestError) as error:
+        load_manifest_text(head + "state:\n  s3: {bucket: qbr-state, key: q/state.json, sse: {mode: DES}}\n", "m.yaml", Path("/srv"), {})
+    assert "m.yaml:7:" in str(error.value) and "state.s3.sse.mode" in str(error.value)
 
 
 def test_a_restore_from_an_encrypted_set_is_an_upload_and_without_the_key_a_refusal():

@@ -46,7 +46,8 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
     if isinstance(state_value, dict) and "s3" in state_value:
         s3 = state_value["s3"]
         state = StateLocation(
-            "s3", None, s3["bucket"], s3["key"], blank(s3.get("endpoint_url")), blank(s3.get("region")), _s3_options(s3)
+            "s3", None, s3["bucket"], s3["key"], blank(s3.get("endpoint_url")), blank(s3.get("region")), _s3_options(s3),
+            _sse(s3.get("sse")),
         )
     elif isinstance(state_value, str) and state_value.startswith("s3://"):
         bucket, key = parse_s3_url(state_value)  # type: ignore[misc]
@@ -89,7 +90,7 @@ def build(data: dict[str, Any], source: str, base_dir: Path, sha256: str) -> Man
         repositories[name] = replace(repositories[name], dedup=bool(r.get("dedup", False)),
                                      compression=r.get("compression", "zstd"), compression_level=int(r.get("compression_level", 3)))
 
-    if state.kind == "s3":  # the state shares the SSE of a repository in its bucket
+    if state.kind == "s3" and state.sse is None:  # the state shares the SSE of a repository in its bucket
         sharing = [r.sse for r in repositories.values() if r.kind == "s3" and r.sse is not None
                    and (r.bucket, r.endpoint_url) == (state.bucket, state.endpoint_url)]
         if sharing:
@@ -190,7 +191,7 @@ def _protection(config: RepositoryConfig, raw: dict[str, Any], local: Any) -> Re
         path = local(given["recipients_file"]) if given.get("recipients_file") else None
         texts = list(given.get("recipients") or ()) + list(read_recipients_file(path) if path else ())
         encryption = Encryption(tuple(dict.fromkeys(canonical_recipient(t) or t.strip() for t in texts)), path)
-    sse = ServerSideEncryption(raw["sse"]["mode"], raw["sse"].get("kms_key_id")) if raw.get("sse") else None
+    sse = _sse(raw.get("sse"))
     lock = raw["object_lock"]["mode"].upper() if raw.get("object_lock") else None
     return replace(config, encryption=encryption, sse=sse, object_lock=lock, group=raw.get("group"))
 
@@ -216,3 +217,7 @@ def _storage(raw: dict[str, Any] | None) -> Storage:
         hnsw=dict(raw["hnsw"]) if raw.get("hnsw") else None,
         optimizers=dict(raw["optimizers"]) if raw.get("optimizers") else None,
     )
+
+
+def _sse(raw: dict[str, Any] | None) -> ServerSideEncryption | None:
+    return ServerSideEncryption(raw["mode"], raw.get("kms_key_id")) if raw else None

@@ -203,6 +203,9 @@ def _check_state(state: Any, report: Any) -> None:
             if reason:
                 report(("state", "s3", "endpoint_url"), reason)
         _check_s3_options(state["s3"], ("state", "s3"), report)
+        sse = state["s3"].get("sse")
+        if isinstance(sse, dict) and sse.get("kms_key_id") and sse.get("mode") != "aws:kms":
+            report(("state", "s3", "sse", "kms_key_id"), "kms_key_id needs mode aws:kms")
 
 
 def _check_s3_options(s3: dict[str, Any], base: PathKey, report: Any) -> None:

@@ -144,7 +144,7 @@ class StateLocation:
     endpoint_url: str | None
     region: str | None
     s3: S3Options = S3Options()
-    # In the bucket of a repository with sse (same endpoint): written with that repository's SSE.
+    # Its own (state.s3.sse), else that of a repository with sse in the same bucket and endpoint.
     sse: ServerSideEncryption | None = None
 
     def describe(self) -> str:

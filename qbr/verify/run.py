@@ -11,12 +11,13 @@ from qbr.connections import Connections
 from qbr.errors import QbrError
 from qbr.manifest import Manifest
 from qbr.observe import observe_repositories
-from qbr.records import parse_set_key
+from qbr.records import parse_set_key, set_key
 from qbr.verify.engine import PointCounter, choose_counter
 from qbr.verify.judge import check_sets, uncounted
 from qbr.verify.report import ArchiveScan, RestoreCheck, SetCheck, VerifyReport
 from qbr.verify.restore_test import restore_test
 from qbr.verify.scan import scan_archive
+from qbr.verify.sse import sse_findings
 
 
 def verify(
@@ -44,6 +45,8 @@ def verify(
     checks: list[SetCheck] = []
     archives = read = not_counted = 0
     notes: list[str] = []
+    unencrypted: list[str] = []
+    sse_warnings: list[str] = []
     for repo_name, state in sorted(repositories.items()):
         mine = [b for b in backups if manifest.backups[b].repository == repo_name]
         sets = [s for s in state.sets if s.backup in mine]
@@ -66,6 +69,13 @@ def verify(
 
             KEYRING.identities(f"verify --deep of repository {repo_name}'s encrypted archives")  # one sentence, up front
         scans = _scan_all(repo, kinds, deep=deep, counter=counter, parallelism=connections.parallelism, encrypted=encrypted)
+        if manifest.repositories[repo_name].sse is not None:  # records, archives and the lock as S3 holds them
+            from qbr.locks import REPOSITORY_LOCK_KEY
+
+            keys = sorted({set_key(s.backup, s.set_id) for s in sets} | set(kinds)) + [REPOSITORY_LOCK_KEY]
+            found = sse_findings(repo, keys, manifest.repositories[repo_name].sse, f"repository {repo_name}", connections.parallelism)
+            unencrypted += found[0]
+            sse_warnings += found[1]
         checks += check_sets(repo_name, sets, broken, scans)
         archives += len(scans)
         read += sum(s.size for s in scans.values())
@@ -82,9 +92,13 @@ def verify(
                 continue
             restores += restore_test(manifest, connections, newest[0], restore_cluster, clock=clock)
     exposures, warnings = _exposure(manifest, connections, sorted(repositories))
+    if manifest.state.kind == "s3" and manifest.state.sse is not None:
+        found = _state_sse(manifest, connections.parallelism)
+        unencrypted += found[0]
+        sse_warnings += found[1]
     return VerifyReport(
-        exposures=exposures,
-        warnings=warnings,
+        exposures=exposures + tuple(unencrypted),
+        warnings=warnings + tuple(sse_warnings),
         deep=deep,
         sets=tuple(checks),
         archives=archives,
@@ -94,6 +108,14 @@ def verify(
         restores=tuple(restores),
         notes=tuple(notes),
     )
+
+
+def _state_sse(manifest: Manifest, parallelism: int) -> tuple[list[str], list[str]]:
+    """The state object and its lock, as S3 holds them, against the state's SSE."""
+    from qbr.state_store import StateStore
+
+    store = StateStore(manifest.state)
+    return sse_findings(store.repo, [store.key, store.lock_key], manifest.state.sse, "the state", parallelism)
 
 
 def _chosen(manifest: Manifest, backup: str | None) -> list[str]:

@@ -20,7 +20,7 @@ import pyrage
 import pytest
 
 from qbr.verify import ENGINE_ENV
-from tests.e2e.helpers import all_points, make_collection, qbr, sha256_of, upsert, write_manifest
+from tests.e2e.helpers import all_points, make_collection, qbr, qbr_process, sha256_of, upsert, write_manifest
 from tests.qdrant_testing import TestingClient as Client
 from tests.s3_fixture import s3_client
 from tests.verify_engine import SELECT as EMULATOR_COUNTER
@@ -298,3 +298,74 @@ backups:
     (tmp_path / "private" / "sets").chmod(0o755)
     run = qbr("verify", cwd=tmp_path)
     assert run.exit_code == 1 and "private/sets is 755, open to anyone" in run.stdout, run.output
+
+
+# ---------------------------------------------------------------- SSE as S3 holds it
+
+
+def _plain_manifest(source, repository: str, state: str) -> str:
+    return f"""
+version: 1
+state: {state}
+clusters:
+  prod: {{url: "{source.urls[0]}"}}
+repositories:
+  main:
+    {repository}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+"""
+
+
+def test_verify_names_each_object_s3_holds_without_the_declared_sse(emulator, s3_bucket, tmp_path):
+    endpoint, bucket = s3_bucket
+    source, _ = _source(emulator)
+    repository = (f's3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}\n'
+                  '    sse: {mode: "aws:kms", kms_key_id: alias/qbr}')
+    state = f'{{s3: {{bucket: {bucket}, key: qbr/state.json, endpoint_url: "{endpoint}", region: us-east-1}}}}'  # shares the SSE
+    write_manifest(tmp_path, _plain_manifest(source, repository, state))
+    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
+    clean = qbr("verify", cwd=tmp_path)
+    assert clean.exit_code == 0 and "SSE" not in clean.output, clean.output
+
+    # Behind qbr's back: the record rewritten without SSE, the archive with SSE-S3, the state
+    # with another KMS key; the other objects stay as qbr wrote them.
+    client = s3_client(endpoint)
+    objects = _bucket_objects(endpoint, bucket)
+    record = next(k for k in objects if k.startswith("p/sets/"))
+    archive = _archive_keys(objects)[0]
+    client.put_object(Bucket=bucket, Key=record, Body=objects[record])
+    client.put_object(Bucket=bucket, Key=archive, Body=objects[archive], ServerSideEncryption="AES256")
+    client.put_object(Bucket=bucket, Key="qbr/state.json", Body=objects["qbr/state.json"],
+                      ServerSideEncryption="aws:kms", SSEKMSKeyId="alias/other")
+    run = qbr("verify", cwd=tmp_path)
+    assert run.exit_code == 1, run.output
+    wanted = "where the manifest declares aws:kms with key alias/qbr; rewrite it with that SSE"
+    assert f"repository main: s3://{bucket}/{record} is stored without SSE {wanted}" in run.output
+    assert f"repository main: s3://{bucket}/{archive} is stored with SSE AES256 {wanted}" in run.output
+    assert f"the state: s3://{bucket}/qbr/state.json is encrypted with KMS key" in run.output
+    assert "alias/other where the manifest declares alias/qbr" in run.output
+    assert sum("SSE" in line or "KMS key" in line for line in run.output.splitlines()) == 3, run.output
+
+
+def test_a_state_in_a_bucket_of_its_own_is_written_with_its_own_sse_and_so_is_its_lock(emulator, s3_bucket, tmp_path):
+    endpoint, bucket = s3_bucket
+    source, _ = _source(emulator)
+    state = (f'{{s3: {{bucket: {bucket}, key: qbr/state.json, endpoint_url: "{endpoint}", region: us-east-1, '
+             'sse: {mode: "aws:kms", kms_key_id: alias/state}}}')
+    write_manifest(tmp_path, _plain_manifest(source, "path: ./backups", state))
+    # Killed once the first action is journaled: the state and its lock are both in the bucket.
+    env = {k: v for k, v in os.environ.items() if k != "QBR_TEST_FAULTPOINTS_LOG"}
+    killed = qbr_process("apply", "--auto-approve", cwd=tmp_path, env={**env, "QBR_TEST_KILL_AT": "action.journaled:1"})
+    killed.communicate(timeout=120)
+    assert killed.returncode != 0
+    head = s3_client(endpoint).head_object
+    for key in ("qbr/state.json", "qbr/state.json.lock"):
+        answer = head(Bucket=bucket, Key=key)
+        assert answer.get("ServerSideEncryption") == "aws:kms" and answer.get("SSEKMSKeyId", "").endswith("alias/state"), key
+
+    s3_client(endpoint).put_object(Bucket=bucket, Key="qbr/state.json", Body=b"{}")  # rewritten without SSE
+    run = qbr("verify", cwd=tmp_path)
+    assert run.exit_code == 1, run.output
+    assert f"the state: s3://{bucket}/qbr/state.json is stored without SSE where the manifest declares aws:kms with key alias/state" in run.output
+    assert "state.json.lock" not in run.output
