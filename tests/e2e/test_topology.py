@@ -8,6 +8,9 @@ import json
 import signal
 from pathlib import Path
 
+import pyrage
+import pytest
+
 from qbr.faultpoints import KILL_ENV
 from tests.copy_engine import SELECT as COPY_ENGINE
 from tests.copy_engine import EmulatorShardReader
@@ -329,3 +332,44 @@ def test_verify_sample_after_a_snapshot_recovery_reports_a_point_that_differs_fr
     assert "1 of 12 sampled points of collection docs on cluster dr differ from set " in run.output
     assert "archives of collection docs (ids 7); the restore is not trusted" in run.output
     assert "points_check_failed" in provenance(tmp_path, "replica")["docs"]
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "dedup"])
+def test_copy_from_archive_reads_encrypted_and_deduplicated_archives_with_the_source_down(emulator, tmp_path, kind):
+    prod, big = emulator(nodes=2), emulator(nodes=3)
+    make_collection(prod.urls[0], "docs", points=70, shards=2)
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "age.key").write_text(f"{identity}\n")
+    (tmp_path / "age.key").chmod(0o600)
+    repo = (f'{{path: ./repo, encryption: {{recipients: ["{identity.to_public()}"]}}}}' if kind == "encrypted"
+            else "{path: ./repo, dedup: true}")
+    text = f"""
+version: 1
+clusters:
+  prod: {{url: "{prod.urls[0]}"}}
+  big: {{url: "{big.urls[0]}"}}
+repositories:
+  main: {repo}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+"""
+    write_manifest(tmp_path, text)
+    assert qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path).exit_code == 0
+    backed_up = all_points(prod.urls[0], "docs")
+    prod.stop()
+    write_manifest(tmp_path, text + """restores:
+  offline: {from: nightly, to: big, topology: {shard_number: 3}, copy_from: archive, batch_size: 16, verify_sample: 20}
+""")
+    env = {"QBR_COPY_ENGINE": COPY_ENGINE, "QBR_AGE_IDENTITY_FILE": str(tmp_path / "age.key")}
+    if kind == "encrypted":
+        without = qbr("apply", "--auto-approve", "--target", "offline", "--now", T1, cwd=tmp_path,
+                      env={**env, "QBR_AGE_IDENTITY_FILE": ""})
+        assert without.exit_code == 1 and "Traceback" not in without.output
+        assert "is encrypted; restoring it needs the private key of one of its recipients" in without.stderr
+        with QdrantClient(big.urls[0]) as client:
+            assert client.list_collections() == [], "stopped before the target was touched"
+    run = qbr("apply", "--auto-approve", "--target", "offline", "--now", T1, cwd=tmp_path, env=env)
+    assert run.exit_code == 0, run.output
+    assert all_points(big.urls[0], "docs") == backed_up and len(backed_up) == 70
+    done = provenance(tmp_path, "offline")["docs"]
+    assert (done["copy_from"], done["points_count"], done["sample_checked"]) == ("archive", 70, 20)
