@@ -88,7 +88,11 @@ def retain_set(ctx: ActionContext, p: RetainSet, action_id: str) -> dict[str, An
     keys = [key, *sorted(record.archive_keys())]
     for name in keys:
         retain(repo, name, p.mode, until)
-    return {"journal": {"set": key, "until": p.until, "mode": p.mode, "objects": len(keys)}}
+    journal = {"set": key, "until": p.until, "mode": p.mode, "objects": len(keys)}
+    chunks = getattr(repo, "retain_chunks", None)  # dedup: the chunks the archives name, or the lock is hollow
+    if chunks is not None:
+        journal["chunks"] = chunks(sorted(record.archive_keys()), p.mode, until, ctx.connections.parallelism)
+    return {"journal": journal}
 
 
 def delete_object(ctx: ActionContext, repository: str, key: str) -> None:

@@ -15,5 +15,8 @@ def sweep_chunks(ctx: ActionContext, p: SweepChunks, action_id: str) -> dict[str
     repo = ctx.connections.repository(p.repository)
     if not hasattr(repo, "read_list"):
         raise QbrError(f"repository {p.repository} does not declare dedup: true any more; its chunks are left as they are")
-    done = sweep(repo, set(p.chunks), list(p.markers), relist=p.relist, parallelism=ctx.connections.parallelism)
+    locked = ctx.connections.manifest.repositories[p.repository].object_lock is not None
+    done = sweep(repo, set(p.chunks), list(p.markers), relist=p.relist, parallelism=ctx.connections.parallelism, locked=locked)
+    if done.get("chunks_locked"):
+        return {"journal": done, "note": f"{done['chunks_locked']} chunks kept: S3 Object Lock still holds them"}
     return {"journal": done}

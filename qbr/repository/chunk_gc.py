@@ -10,6 +10,11 @@ period, so a chunk a running or killed backup stored is never swept before then.
 The sweep keeps the index's promise (a confirmed entry names a chunk that exists): it writes
 the index without the doomed chunks first (a marker beside it, so a sweep killed halfway makes
 the next observe list the chunks and finish the job), then deletes them, then the marker.
+
+Object Lock: a set's lock reaches every chunk its archives name (retain_chunks: retain-until is
+only ever extended, so a chunk is held as long as the longest-held set naming it). On a lock
+bucket the sweep deletes every version of a chunk; a chunk S3 refuses to delete is kept, indexed
+again, and counted (a set removed by force can leave such chunks).
 """
 
 from __future__ import annotations
@@ -73,7 +78,22 @@ def live_chunks(repo: Any, parallelism: int = 8) -> set[str]:
     return {c for ids in lists.values() for c in ids}
 
 
-def sweep(repo: Any, doomed: set[str], markers: list[str], *, relist: bool, parallelism: int = 8) -> dict[str, Any]:
+def retain_chunks(repo: Any, archive_keys: list[str], mode: str, until: Any, parallelism: int = 8) -> int:
+    """Lock every chunk the chunk lists at `archive_keys` name until at least `until`; how many."""
+    from qbr.repository.protection import retain
+
+    ids: set[str] = set()
+    for key in archive_keys:
+        listing = repo.read_list(key)
+        if listing is not None:
+            ids |= listing.ids()
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-lock") as pool:
+        list(pool.map(lambda c: retain(repo.inner, chunk_key(c), mode, until), sorted(ids)))
+    return len(ids)
+
+
+def sweep(repo: Any, doomed: set[str], markers: list[str], *, relist: bool, parallelism: int = 8,
+          locked: bool = False) -> dict[str, Any]:
     """Delete the chunks of `doomed` that no chunk list names now; merge the index into one
     object; remove the stale `markers`. With `relist`, chunks the index does not list yet (left
     by a killed run) are listed and the survivors indexed."""
@@ -97,16 +117,35 @@ def sweep(repo: Any, doomed: set[str], markers: list[str], *, relist: bool, para
     repo.index.forget(doomed)
     freed = sum(merged.get(c, 0) for c in doomed)
 
-    def remove(chunk_id: str) -> None:
-        repo.inner.delete(chunk_key(chunk_id))
+    def remove(chunk_id: str) -> str | None:
+        """None, or the chunk's id when an Object Lock keeps it."""
+        if locked:
+            from qbr.errors import RepositoryError
+            from qbr.repository.protection import delete_versions
+
+            try:
+                delete_versions(repo.inner, chunk_key(chunk_id))
+            except RepositoryError as error:
+                if "Object Lock" not in str(error):
+                    raise
+                return chunk_id
+        else:
+            repo.inner.delete(chunk_key(chunk_id))
         faultpoints.reached("sweep.chunk_deleted")
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-sweep") as pool:
-        list(pool.map(remove, sorted(doomed)))
+        held = {c for c in pool.map(remove, sorted(doomed)) if c is not None}
+    if held:  # still stored: indexed again, so the index names every chunk it may dedup against
+        sizes = {c: merged[c] for c in held if c in merged}
+        repo.inner.put_bytes(new_index_key("-locked"), index_bytes(sizes, pending=False, digests=digests))
     for key in markers + [marker]:
         repo.inner.delete(key)
-    return {"chunks_deleted": len(doomed), "bytes_freed": freed, "index_objects_merged": sum(1 for f in files if not f.pending),
-            "chunks_indexed": len(kept)}
+    done = {"chunks_deleted": len(doomed) - len(held), "bytes_freed": freed - sum(merged.get(c, 0) for c in held),
+            "index_objects_merged": sum(1 for f in files if not f.pending), "chunks_indexed": len(kept) + len(held)}
+    if held:
+        done["chunks_locked"] = len(held)
+    return done
 
 
 def repair_index(repo: Any) -> str:

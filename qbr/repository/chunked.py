@@ -247,6 +247,12 @@ class ChunkedRepository(Repository):
             return None
         return info if listing is None or listing.keyed else ObjectInfo(key, listing.size, info.modified, info.etag)
 
+    def retain_chunks(self, archive_keys: list[str], mode: str, until: Any, parallelism: int = 8) -> int:
+        """Object Lock: every chunk the chunk lists at `archive_keys` name retained until at least `until`."""
+        from qbr.repository.chunk_gc import retain_chunks
+
+        return retain_chunks(self, archive_keys, mode, until, parallelism)
+
     def scan_archives(self, keys: list[str], parallelism: int = 4) -> dict[str, Any]:
         """verify: the chunked archives among `keys` rebuilt and hashed, each chunk read once
         (qbr.repository.chunk_verify); `verify_stats` says how many chunks and fetches."""
