@@ -88,10 +88,12 @@ def apply_locked(
     """Take the locks (the state's, then each written repository's: with --target, those the
     targeted entries use), (re)check or make the plan, confirm, run it; the locks are released
     however it ends. None when nothing ran."""
-    targets = check_targets(manifest, saved_plan.targets if saved_plan is not None else targets)  # a saved plan's own
+    # A saved plan brings its own targets (a manifest changed since is refused under the lock below).
+    targets = saved_plan.targets if saved_plan is not None else check_targets(manifest, targets)
     store = StateStore(manifest.state)
     if targets:
-        used = sorted(needs(manifest, targets).repositories)
+        known = tuple(t for t in targets if t in manifest.backups or t in manifest.restores)
+        used = sorted(needs(manifest, known).repositories)
         locks = [state_lock_target(store), *(repository_target(manifest.repositories[name]) for name in used)]
     else:
         locks = lock_targets(manifest, state_lock_target(store))

@@ -59,12 +59,12 @@ def _make_plan(
     targets: tuple[str, ...] = (),
 ) -> Plan:
     draft = Draft()
-    if rekey:
-        plan_rekeys(draft, manifest, observed)
-        return _finish(draft, manifest, state, now)
     if targets:
         draft.warnings.append(targets_note(manifest, targets))
-    else:
+    if rekey:
+        plan_rekeys(draft, manifest, observed)  # with targets: the repositories they use
+        return _finish(draft, manifest, state, now, targets)
+    if not targets:
         plan_adoptions(draft, manifest, observed)  # first: a backup's commit must know the sets adopted beside it
     planned: dict[str, PlannedSet] = {}
     for backup in manifest.backups.values():

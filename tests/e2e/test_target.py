@@ -100,3 +100,13 @@ def test_an_unknown_target_is_one_sentence_with_the_names_it_could_be(emulator, 
     assert run.exit_code == 1
     assert run.stderr.strip() == ("Error: --target recovr names no backup or restore of the manifest (did you mean "
                                   "recover?); the entries are: backup nightly, restore recover")
+
+
+def test_a_saved_targeted_plan_whose_manifest_changed_is_refused_as_stale(emulator, tmp_path):
+    prod, dr, _ = backed_up_then_lost(emulator, tmp_path, "restores:\n  recover: {from: nightly, to: dr}\n")
+    assert qbr("plan", "--target", "recover", "--now", T1, "-o", "plan.json", cwd=tmp_path).exit_code == 0
+    manifest(tmp_path, prod, dr, "restores:\n  renamed: {from: nightly, to: dr}\n")
+    run = qbr("apply", "plan.json", "--now", T1, cwd=tmp_path)
+    assert run.exit_code == 1 and "changed since this plan was made; run qbr plan again" in run.stderr, run.output
+    with QdrantClient(dr.urls[0]) as client:
+        assert client.list_collections() == []
