@@ -2,7 +2,9 @@
 (download -> sha256 -> age encryption -> repository) over the plain path (download -> sha256 ->
 repository), restore throughput (repository -> age decryption -> sha256 check -> upload) over the
 plain upload, and memory: Python's traced peak of an encrypted backup and restore at two sizes
-(flat: the ratio stays near 1) and the process's peak RSS growth while they run.
+(flat: the ratio stays near 1) and the process's peak RSS growth while they run. Each path's CPU
+per MiB is measured too, for this process and for the emulator's: on a machine whose cores are
+the limit (two, shared with the emulator), the ratio of the sums is the throughput ratio to expect.
 
     python benchmarks/encryption.py --size-mib 64 256 --repeat 3
 
@@ -35,10 +37,31 @@ from qbr.transfer import Digest, verified
 TARGET = "restored"
 
 
-def _timed(work: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def _cpu_self() -> float:
+    used = os.times()
+    return used.user + used.system
+
+
+def _cpu_children() -> float:
+    """CPU seconds of this process's live children (the emulator), from /proc (Linux)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _timed(work: Callable[[], object]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of this process, CPU seconds of the emulator) of `work`."""
+    started, mine, theirs = time.perf_counter(), _cpu_self(), _cpu_children()
     work()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu_self() - mine, _cpu_children() - theirs
 
 
 def backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str, recipients: list | None) -> Digest | None:
@@ -61,7 +84,7 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_size(size_mib: int, repeat: int, url: str, work: Path, recipients: list) -> tuple[dict[str, float], float, float]:
+def run_size(size_mib: int, repeat: int, url: str, work: Path, recipients: list) -> tuple[dict[str, tuple[float, float, float]], float, float]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
     snapshot = client.create_snapshot(collection)
@@ -73,7 +96,7 @@ def run_size(size_mib: int, repeat: int, url: str, work: Path, recipients: list)
     assert stored is not None
     sealed_archive = ArchiveRecord(sealed_key, snapshot.size, snapshot.checksum, "collection", (0,), url,
                                    encryption="age bench", stored_size=stored.size, stored_sha256=stored.sha256)
-    times: dict[str, list[float]] = {name: [] for name in ("backup", "backup-age", "restore", "restore-age")}
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in ("backup", "backup-age", "restore", "restore-age")}
     for turn in range(repeat):  # the order turns round between repetitions: neither side always goes first
         order = [False, True] if turn % 2 == 0 else [True, False]
         for sealed in order:
@@ -85,7 +108,9 @@ def run_size(size_mib: int, repeat: int, url: str, work: Path, recipients: list)
         for sealed in order:
             archive = sealed_archive if sealed else plain_archive
             times["restore-age" if sealed else "restore"].append(_timed(lambda: restore(client, snapshot, repo, archive)))
-    rates = {name: size_mib / median(values) for name, values in times.items()}
+    # name -> (MiB/s from the median wall time, median CPU ms/MiB of qbr, of the emulator)
+    rates = {name: (size_mib / median([v[0] for v in values]), 1000 * median([v[1] for v in values]) / size_mib,
+                    1000 * median([v[2] for v in values]) / size_mib) for name, values in times.items()}
     # Memory of one encrypted backup and restore, traced (Python's allocations) and as RSS growth.
     rss_before = _rss_mib()
     tracemalloc.start()
@@ -114,22 +139,31 @@ def main(argv: list[str] | None = None) -> int:
         encryption.KEYRING.use_file(work / "key.txt")
         recipients = [secret.to_public()]
         assert identity(work / "key.txt")
-        rows, found = [], {}
+        rows, cpu_rows, found = [], [], {}
         synthetic = {f"bench{n}": n * MIB for n in args.size_mib}
         with emulator_process(synthetic=synthetic, data_dir=work / "emulator") as url:
             for size_mib in args.size_mib:
                 rates, traced, rss = run_size(size_mib, args.repeat, url, work, recipients)
                 found[size_mib] = (rates, traced, rss)
-                rows.append([f"{size_mib} MiB", f"{rates['backup']:.0f}", f"{rates['backup-age']:.0f}",
-                             f"{rates['restore']:.0f}", f"{rates['restore-age']:.0f}", f"{traced:.1f}", f"{rss:.1f}"])
+                rows.append([f"{size_mib} MiB", f"{rates['backup'][0]:.0f}", f"{rates['backup-age'][0]:.0f}",
+                             f"{rates['restore'][0]:.0f}", f"{rates['restore-age'][0]:.0f}", f"{traced:.1f}", f"{rss:.1f}"])
+                for name in ("backup", "backup-age", "restore", "restore-age"):
+                    _, mine, theirs = rates[name]
+                    cpu_rows.append([f"{size_mib} MiB", name, f"{mine:.2f}", f"{theirs:.2f}", f"{mine + theirs:.2f}"])
     print("plain = download -> sha256 -> folder, and folder -> upload; age = the same with age encryption / decryption")
-    print("between (pyrage, in a thread of its own). traced = Python's peak MiB during one encrypted backup + restore;")
+    print("between (an age1 key: qbr.age_format, in a thread of its own). traced = Python's peak MiB during one encrypted backup + restore;")
     print("rss+ = growth of this process's peak RSS during them.")
     print_table(["size", "plain backup MiB/s", "age backup MiB/s", "plain restore MiB/s", "age restore MiB/s", "traced", "rss+"], rows)
+    print("CPU ms per MiB (medians): qbr = this process (every thread), emulator = the node's process. When the")
+    print("cores are the limit, wall time follows the sum, so plain sum / age sum is the ratio to expect.")
+    print_table(["size", "path", "qbr CPU", "emulator CPU", "sum"], cpu_rows)
     small, large = args.size_mib
     for size_mib, (rates, _, _) in found.items():
-        print_ratio(f"encrypted_backup_vs_plain_{size_mib}mib", rates["backup-age"] / rates["backup"], "age backup MiB/s / plain backup MiB/s")
-        print_ratio(f"encrypted_restore_vs_plain_{size_mib}mib", rates["restore-age"] / rates["restore"], "age restore MiB/s / plain restore MiB/s")
+        for kind in ("backup", "restore"):
+            plain, sealed = rates[kind], rates[f"{kind}-age"]
+            print_ratio(f"encrypted_{kind}_vs_plain_{size_mib}mib", sealed[0] / plain[0], f"age {kind} MiB/s / plain {kind} MiB/s")
+            print_ratio(f"encrypted_{kind}_cpu_bound_{size_mib}mib", (plain[1] + plain[2]) / (sealed[1] + sealed[2]),
+                        f"plain {kind} CPU / age {kind} CPU, qbr + emulator: the ratio when the cores are the limit")
     print_ratio(f"encrypted_traced_peak_{large}_vs_{small}mib", found[large][1] / max(found[small][1], 1e-6),
                 "traced peak of the larger / the smaller: 1 when memory is flat")
     return 0
