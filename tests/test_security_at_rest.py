@@ -258,6 +258,24 @@ def test_a_state_in_a_bucket_of_its_own_declares_its_sse_and_a_wrong_one_is_plac
     assert "m.yaml:7:" in str(error.value) and "state.s3.sse.mode" in str(error.value)
 
 
+def test_stored_sse_is_judged_by_mode_then_by_kms_key_and_an_alias_against_an_arn_is_left_unjudged():
+    from qbr.manifest.model import ServerSideEncryption
+    from qbr.verify.sse import judge
+
+    kms = ServerSideEncryption("aws:kms", "alias/qbr")
+    arn = "arn:aws:kms:us-east-1:123456789012"
+    assert judge("s3://b/k", ("aws:kms", f"{arn}:alias/qbr"), kms) == (None, False)
+    assert judge("s3://b/k", ("aws:kms", f"{arn}:key/1234"), kms) == (None, True)  # AWS names the key, not the alias
+    problem, _ = judge("s3://b/k", (None, None), kms)
+    assert problem == ("s3://b/k is stored without SSE where the manifest declares aws:kms with key alias/qbr; rewrite it with "
+                       "that SSE (aws s3 cp s3://b/k s3://b/k --sse aws:kms --sse-kms-key-id alias/qbr)")
+    by_id = ServerSideEncryption("aws:kms", "1234")
+    assert judge("s3://b/k", ("aws:kms", f"{arn}:key/1234"), by_id) == (None, False)
+    assert "is encrypted with KMS key" in (judge("s3://b/k", ("aws:kms", f"{arn}:key/9999"), by_id)[0] or "")
+    assert judge("s3://b/k", ("AES256", None), ServerSideEncryption("AES256")) == (None, False)
+    assert "stored with SSE aws:kms where the manifest declares AES256" in (judge("s3://b/k", ("aws:kms", "x"), ServerSideEncryption("AES256"))[0] or "")
+
+
 def test_a_restore_from_an_encrypted_set_is_an_upload_and_without_the_key_a_refusal():
     public, sealed, world = _encrypted_world()
     restores = 'restores:\n  dr: {from: nightly, to: dr, at: "2026-11-21T00:00:00Z"}'
