@@ -74,7 +74,7 @@ def config_digest(config: dict[str, Any]) -> str:
 
 #: Fields added with encryption: left out of a record's JSON while unset, so plain records read
 #: exactly as before.
-_OPTIONAL = frozenset({"encryption", "stored_size", "stored_sha256", "sealed", "sealed_aliases", "encoding"})
+_OPTIONAL = frozenset({"encryption", "stored_size", "stored_sha256", "stored_blake3", "sealed", "sealed_aliases", "encoding"})
 
 
 def _without_unset(value: Any) -> Any:
@@ -101,10 +101,12 @@ class ArchiveRecord:
     etag: str | None = None
     adopted_from: str | None = None  # s3://bucket/key of the snapshot it was adopted from
     # Encrypted to age recipients ("age"): `size` and `sha256` are the snapshot's (what Qdrant
-    # made and is given back), `stored_size` and `stored_sha256` the encrypted object's.
+    # made and is given back), `stored_size` and the digest the encrypted object's: BLAKE3 for a
+    # whole archive (cheaper on every backup), sha256 for a dedup chunk list and older records.
     encryption: str | None = None
     stored_size: int | None = None
     stored_sha256: str | None = None
+    stored_blake3: str | None = None
     # None: the archive is one object, byte for byte what Qdrant made; "chunks": its key holds a
     # chunk list and the bytes are content-defined chunks stored once by hash (qbr.repository.chunked).
     encoding: str | None = None
@@ -203,6 +205,7 @@ class SetRecord:
                         encryption=a.get("encryption"),
                         stored_size=None if a.get("stored_size") is None else int(a["stored_size"]),
                         stored_sha256=a.get("stored_sha256"),
+                        stored_blake3=a.get("stored_blake3"),
                         encoding=a.get("encoding"),
                     )
                     for a in raw["archives"]

@@ -20,7 +20,7 @@ from qbr.apply.context import ActionContext
 from qbr.errors import PreconditionError, QbrError
 from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, parse_utc, set_key
 from qbr.sealed_records import opened, seal_record
-from qbr.transfer import Digest, verified
+from qbr.transfer import Digest, tallied, verified
 
 
 def config_of(ctx: ActionContext, repository: str) -> Any:
@@ -45,13 +45,14 @@ def label(fingerprint: str) -> str:
 
 
 def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str) -> Digest:
-    """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and sha256."""
+    """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and digest
+    (BLAKE3 for a whole archive, sha256 for a dedup repository's chunk list)."""
     if getattr(repo, "seals_chunks", False):  # a dedup repository encrypts each chunk itself
         stored_size, stored_sha256 = repo.put_sealed(key, plain, size=size)
         return Digest(size=stored_size, sha256=stored_sha256)
     stored = Digest()
     bound = encryption.ciphertext_size(size, len(recipients)) if size is not None else None
-    repo.put_stream(key, verified(encryption.encrypt_stream(plain, recipients), stored, what=what), size=bound)
+    repo.put_stream(key, tallied(encryption.encrypt_stream(plain, recipients), stored), size=bound)
     return stored
 
 
@@ -146,7 +147,7 @@ def rekey_set(ctx: ActionContext, p: RekeySet, action_id: str) -> dict[str, Any]
             with plaintext(repo, archive, what) as chunks:
                 stored = put_encrypted(repo, new_key, chunks, recipients, archive.size, what)
             moved[archive.key] = replace(archive, key=new_key, encryption=label(fingerprint),
-                                         stored_size=stored.size, stored_sha256=stored.sha256)
+                                         stored_size=stored.size, stored_sha256=stored.sha256, stored_blake3=stored.blake3)
     collections: dict[str, CollectionRecord] = {}
     for name, collection in record.collections.items():
         archives = tuple(moved[a.key] for a in collection.archives)

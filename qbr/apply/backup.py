@@ -91,6 +91,7 @@ def copy_archive(ctx: ActionContext, p: CopyArchive, action_id: str) -> dict[str
         encryption=at_rest.label(sealed[1]) if sealed is not None and stored is not None else None,
         stored_size=stored.size if stored is not None else None,
         stored_sha256=stored.sha256 if stored is not None else None,
+        stored_blake3=stored.blake3 if stored is not None else None,
         encoding=None if p.server_side and landed is not None else getattr(ctx.connections.repository(p.repository), "archive_encoding", None),
     )
     return {

@@ -16,8 +16,11 @@ def archive_problems(scan: ArchiveScan, archive: ArchiveRecord) -> tuple[str, ..
         return (f"could not be read: {scan.read_error}",)
     problems: list[str] = []
     stored_sha = archive.stored_sha256 if archive.encryption is not None else archive.sha256
+    stored_b3 = archive.stored_blake3 if archive.encryption is not None else None
     if scan.size != archive.object_size:
         problems.append(f"is {scan.size} bytes, the set recorded {archive.object_size} (truncated or altered)")
+    elif stored_b3 and scan.stored_blake3 and scan.stored_blake3 != stored_b3.strip().lower():
+        problems.append(f"has BLAKE3 {scan.stored_blake3[:16]}…, the set recorded {stored_b3[:16]}… (its bytes changed)")
     elif stored_sha and scan.sha256 != stored_sha.strip().lower():  # "" : copied inside S3, never hashed
         problems.append(
             f"has sha256 {scan.sha256[:16]}…, the set recorded {stored_sha[:16]}… (its bytes changed)"

@@ -39,6 +39,7 @@ class ArchiveScan:
     # decrypted snapshot's.
     plain_size: int | None = None
     plain_sha256: str | None = None
+    stored_blake3: str | None = None  # an encrypted archive: the stored object's BLAKE3
 
 
 @dataclass(frozen=True)

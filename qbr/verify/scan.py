@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
 from qbr.errors import NotFoundError, QbrError
+from qbr.transfer import Digest, tallied
 from qbr.verify.engine import PointCounter
 from qbr.verify.report import ArchiveScan, ShardScan
 
@@ -88,15 +89,20 @@ def scan_archive(repo: Any, key: str, kind: str, *, deep: bool, counter: PointCo
                 plain = scan_stream(chunks, key, kind, deep=True, counter=counter)
             return replace(plain, size=listed[0], sha256=listed[1], plain_size=plain.size, plain_sha256=plain.sha256)
         with repo.open_read(key, READ_CHUNK) as chunks:
+            tally = Digest()
+            if encrypted:  # the stored object's BLAKE3 too: what records of encrypted archives keep
+                chunks = tallied(chunks, tally)
             if not (encrypted and deep):
-                return scan_stream(chunks, key, kind, deep=deep, counter=counter)
+                scan = scan_stream(chunks, key, kind, deep=deep, counter=counter)
+                return replace(scan, stored_blake3=tally.blake3) if encrypted else scan
             from qbr import encryption
 
             identities = encryption.KEYRING.identities("verify --deep of encrypted archives")
             stored = _HashingReader(chunks)
             plain = scan_stream(encryption.decrypt_stream(_pieces(stored), identities, f"archive {key}"),
                                 key, kind, deep=True, counter=counter)
-            return replace(plain, size=stored.size, sha256=stored.finish(), plain_size=plain.size, plain_sha256=plain.sha256)
+            return replace(plain, size=stored.size, sha256=stored.finish(), stored_blake3=tally.blake3,
+                           plain_size=plain.size, plain_sha256=plain.sha256)
     except NotFoundError:
         return ArchiveScan(key, found=False, deep=deep)
     except QbrError as error:
