@@ -140,15 +140,20 @@ def verified(
         yield pending
 
 
-def tallied(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:
+def tallied(
+    chunks: Iterable[bytes], digest: Digest, *, what: str = "", expected_size: int | None = None,
+    expected_blake3: str | None = None,
+) -> Iterator[bytes]:
     """Yield `chunks` unchanged while counting them and taking their BLAKE3 in a thread of its
-    own: the digest of an object qbr makes itself (an encrypted archive), nothing to check it
-    against yet. BLAKE3 costs a fifth of sha256's CPU (0.11 against 0.52 ms/MiB measured here)."""
+    own: the digest of an object qbr makes itself (an encrypted archive), or, with expectations,
+    checked against it before the last chunk is handed on (as `verified` does with sha256).
+    BLAKE3 costs a fifth of sha256's CPU (0.11 against 0.52 ms/MiB measured here)."""
     import blake3
 
     hasher = blake3.blake3()
     worker = ChunkWorker(hasher.update, "qbr-blake3")
     size = 0
+    pending: bytes | None = None
     try:
         for chunk in chunks:
             if not chunk:
@@ -157,11 +162,21 @@ def tallied(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:
                 chunk = bytes(chunk)
             worker.put(chunk)
             size += len(chunk)
-            yield chunk
+            if pending is not None:
+                yield pending
+            pending = chunk
         worker.finish()
     finally:
         worker.close()
     digest.size, digest.blake3 = size, hasher.hexdigest()
+    if expected_size is not None and size != expected_size:
+        raise ChecksumError(f"{what}: got {size} bytes where {expected_size} were expected (cut short or altered)")
+    if expected_blake3 is not None and digest.blake3 != expected_blake3.strip().lower():
+        raise ChecksumError(
+            f"{what}: BLAKE3 {digest.blake3[:16]}… does not match the recorded {expected_blake3[:16]}…; the stored bytes changed"
+        )
+    if pending is not None:
+        yield pending
 
 
 class Progress:

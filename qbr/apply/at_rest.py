@@ -59,13 +59,20 @@ def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: 
 @contextmanager
 def plaintext(repo: Any, archive: ArchiveRecord, what: str) -> Iterator[Iterator[bytes]]:
     """An archive's bytes as Qdrant made them: decrypted on the fly when it is encrypted, and
-    checked against the recorded size and sha256 before the last chunk is handed on."""
+    checked against the record before the last chunk is handed on: the stored bytes against their
+    BLAKE3 when the record has it (age authenticates every chunk, so the plaintext is the one
+    encrypted at backup, whose sha256 was Qdrant's; 0.11 CPU ms/MiB instead of 0.52), else the
+    plaintext against its size and sha256."""
     with repo.open_read(archive.key) as chunks:
         if archive.encryption is None:
             yield chunks
             return
         identities = encryption.KEYRING.identities(f"restoring encrypted archive {archive.key}")
         digest = Digest()
+        if archive.encoding is None and archive.stored_blake3:
+            stored = tallied(chunks, digest, what=what, expected_size=archive.object_size, expected_blake3=archive.stored_blake3)
+            yield encryption.decrypt_stream(stored, identities, f"archive {archive.key}")
+            return
         if archive.encoding is None:
             chunks = encryption.decrypt_stream(chunks, identities, f"archive {archive.key}")
         # (else a dedup repository: each chunk was decrypted as the repository read it)
