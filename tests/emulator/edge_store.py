@@ -6,7 +6,8 @@ The rest of the emulator reads and writes `shard.points` as a mapping {id: {"vec
 so the HTTP layer, routing and point operations are shared with the default Python engine.
 `EdgeEngine` gives every shard of a collection its own EdgeShard in a folder of the data dir.
 
-Not supported in edge mode (the default engine supports them): custom sharding (shard keys),
+Qdrant's optimizer runs before each snapshot (segments past the collection's indexing threshold
+become immutable; no HNSW graph is built: m=0). Not supported in edge mode (the default engine supports them): custom sharding (shard keys),
 replicas with data of their own (`set_replica_state(..., points=...)`, `no_sync` recovers: every
 replica of a shard shares its one EdgeShard), synthetic collections, payload indexes inside the
 segments (they stay in the collection's payload_index.json), multivectors and vector storage
@@ -55,8 +56,11 @@ def plain(value: Any) -> Any:
     return value
 
 
-def edge_config(edge: Any, params: dict) -> Any:
-    """An EdgeConfig for a collection's params (vector sizes and distances, sparse vector names)."""
+def edge_config(edge: Any, config: dict) -> Any:
+    """An EdgeConfig for a collection's config: vector sizes and distances, sparse vector names,
+    and the optimizer's indexing threshold (KB), with HNSW graphs off (m=0): segments past the
+    threshold become immutable, as in Qdrant, without a graph build that would take minutes."""
+    params = config["params"]
     distances = {"Cosine": edge.Distance.Cosine, "Dot": edge.Distance.Dot, "Euclid": edge.Distance.Euclid,
                  "Manhattan": edge.Distance.Manhattan}
 
@@ -68,7 +72,11 @@ def edge_config(edge: Any, params: dict) -> Any:
     vectors_cfg = params.get("vectors") or {}
     vectors = dense(vectors_cfg) if "size" in vectors_cfg else {name: dense(c) for name, c in vectors_cfg.items()}
     sparse = {name: edge.EdgeSparseVectorParams() for name in (params.get("sparse_vectors") or {})}
-    return edge.EdgeConfig(vectors=vectors or None, sparse_vectors=sparse or None, wal_enabled=False)
+    threshold = (config.get("optimizer_config") or {}).get("indexing_threshold")
+    optimizers = edge.EdgeOptimizersConfig(indexing_threshold=int(10000 if threshold is None else threshold))
+    return edge.EdgeConfig(vectors=vectors or None, sparse_vectors=sparse or None, wal_enabled=False,
+                           hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+                           optimizers=optimizers)
 
 
 class EdgePoints(MutableMapping):
@@ -154,7 +162,9 @@ class EdgePoints(MutableMapping):
         self.shard.update_from_snapshot(str(shard_snapshot), str(scratch))
 
     def segment_dirs(self) -> list[Path]:
-        """The shard's segment folders, after writing everything to disk."""
+        """The shard's segment folders, once the optimizer has caught up (Qdrant's runs in the
+        background between writes; here it runs before a snapshot) and everything is on disk."""
+        self.shard.optimize()
         self.shard.flush()
         return sorted(p for p in (self.folder / "segments").iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -186,7 +196,7 @@ class EdgeEngine:
             raise bad_input("The emulator's edge engine does not support custom sharding")
         if collection.synthetic_size is not None:
             return
-        config = edge_config(self.edge, collection.config["params"])
+        config = edge_config(self.edge, collection.config)
         folder = self.root / f"{collection.name}-{uuid.uuid4().hex[:8]}"
         with self.lock:
             self.folders[id(collection)] = folder

@@ -127,3 +127,35 @@ def test_a_shard_snapshot_of_an_edge_shard_recovers_that_shard(emulator):
     assert httpx.post(f"{base}/upload", files={"snapshot": (name, data)}, timeout=60).status_code == 200
     after = _everything(client)
     assert after == {k: v for k, v in before.items() if k in after} and 0 < len(after) < len(before)
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    """{segment tar/inner file: bytes} of every segment in a collection snapshot."""
+    found = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if "/segments/" in member.name and member.name.endswith(".tar"):
+                with tarfile.open(fileobj=tar.extractfile(member)) as inner:
+                    for item in inner:
+                        if item.isfile():
+                            found[f"{member.name}/{item.name}"] = inner.extractfile(item).read()
+    return found
+
+
+def test_the_optimizer_catches_up_before_a_snapshot_so_old_vectors_stay_byte_identical(emulator):
+    """Past the indexing threshold the segment becomes immutable (as Qdrant's optimizer makes it):
+    an update then lands in a new segment and the old one's vector file is unchanged, which is
+    what makes a second archive dedup."""
+    cluster = emulator(engine="edge")
+    client = _client(cluster.urls[0])
+    client.create_collection("docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1))
+    client.upsert("docs", [models.PointStruct(id=i, vector=[i, 1.0, 2.0, 3.0], payload={"n": i}) for i in range(200)])
+    folder = cluster.nodes[0].snapshots.collection_dir("docs")
+    first = _members(folder / client.create_snapshot("docs").name)
+    client.upsert("docs", [models.PointStruct(id=7, vector=[7.0, 7.0, 7.0, 7.0], payload={"n": "seven"})])
+    second = _members(folder / client.create_snapshot("docs").name)
+    [matrix] = [name for name in first if name.endswith("vector_storage/matrix.dat")]
+    assert second[matrix] == first[matrix], "the immutable segment's vectors are the same bytes"
+    [seven] = client.retrieve("docs", [7], with_vectors=True)
+    assert (seven.vector, seven.payload, client.count("docs").count) == ([7.0, 7.0, 7.0, 7.0], {"n": "seven"}, 200)
