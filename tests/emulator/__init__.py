@@ -14,7 +14,9 @@ What tests can make a node do (see each docstring):
 - views: `cluster.points`, `shard_points`, `replica_states`, `shard_keys`, `payload_indexes`;
 - server-side S3 snapshot storage (s3storage.py): `EmulatorCluster(snapshots_s3={...})`,
   `snapshots_s3_broken=True`, `url_recovery=False`; `node.s3.fail_uploads(...)`,
-  `cluster.s3_objects()`, `cluster.s3_unfinished_uploads()`.
+  `cluster.s3_objects()`, `cluster.s3_unfinished_uploads()`;
+- Qdrant's own engine (edge_store.py): `EmulatorCluster(engine="edge")`, `--engine edge`: shards are
+  EdgeShards of qdrant-edge-py and snapshots hold real segment files in Qdrant's layout.
 """
 
 from tests.emulator.cluster import EmulatorCluster, EmulatorNode
