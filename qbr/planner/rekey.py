@@ -26,10 +26,14 @@ def plan_rekeys(draft: Draft, manifest: Manifest, observed: Observed) -> None:
                 draft.unchanged.append(Note(group, "every set", "the repository declares no encryption: nothing to rekey"))
             continue
         previous: tuple[str, ...] = ()
+        shared = 0
         for record in sorted(repo.sets, key=lambda r: (r.set_id, r.backup)):
             have = (record.encryption or {}).get("fingerprint")
             if have == wanted.fingerprint:
                 draft.unchanged.append(Note(group, f"set {record.backup}/{record.set_id}", "already encrypted for the current recipients"))
+                continue
+            if have is not None and manifest.repositories[name].dedup:
+                shared += 1  # its chunks are shared with other sets and encrypted once each (qbr.repository.chunk_crypto)
                 continue
             size = sum(a.size for c in record.collections.values() for a in c.archives)
             action_id = f"rekey.{name}.{record.backup}.{record.set_id}"
@@ -46,3 +50,8 @@ def plan_rekeys(draft: Draft, manifest: Manifest, observed: Observed) -> None:
                 params=as_params(RekeySet(repository=name, backup=record.backup, set_id=record.set_id, fingerprint=wanted.fingerprint)),
             ))
             previous = (action_id,)
+        if shared:
+            draft.warnings.append(
+                f"repository {name}: {shared} sets are encrypted for other recipients, and a dedup repository's chunks are "
+                "shared by sets and encrypted once each, so qbr rekey does not encrypt them again: list the old recipients "
+                "again, or back up into a new repository for the new ones")

@@ -172,4 +172,7 @@ def test_encrypted_dedup_names_chunks_by_keyed_hash_stores_only_new_ones_and_res
     write_manifest(tmp_path, manifest(source, target, repository, [public, other]))
     refused = run("apply", "--auto-approve", "--chunk-key", "chunk.key", "--now", iso(T0 + timedelta(hours=9)), cwd=tmp_path, ok=False)
     assert refused.exit_code == 1 and "chunks are encrypted to other recipients than the manifest lists" in refused.output, refused.output
+    rekey = run("plan", "--rekey", cwd=tmp_path)
+    assert "2 sets are encrypted for other recipients, and a dedup repository's chunks are shared" in rekey.output, rekey.output
+    assert "encrypt again" not in rekey.output
     assert json.loads(repo.inner.get_bytes("keys/chunk-id.json"))["check"]
