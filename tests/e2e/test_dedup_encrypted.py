@@ -179,6 +179,7 @@ def test_encrypted_dedup_names_chunks_by_keyed_hash_stores_only_new_ones_and_res
 
 
 def test_a_plain_dedup_repository_that_declares_encryption_is_rekeyed_into_keyed_encrypted_chunks(emulator, tmp_path):
+    base = datetime.now(timezone.utc).replace(microsecond=0)  # garbage is judged by the objects' real times
     source, target = emulator(nodes=1), emulator(nodes=1)
     make_collection(source.urls[0], "docs", points=600)
     with Client(source.urls[0], backoff=0) as client:
@@ -188,7 +189,7 @@ def test_a_plain_dedup_repository_that_declares_encryption_is_rekeyed_into_keyed
     key_file.write_text(f"{identity}\n")
     plain = manifest(source, target, "path: ./backups", [str(identity.to_public())])
     write_manifest(tmp_path, plain.replace("    encryption: {recipients: [", "    # encryption: {recipients: ["))
-    run("apply", "--auto-approve", "--now", iso(T0), cwd=tmp_path)
+    run("apply", "--auto-approve", "--now", iso(base), cwd=tmp_path)
     repo = opened("folder", tmp_path, None)
     (record,) = [SetRecord.from_json(repo.get_bytes(o.key), o.key) for o in repo.list("sets/")]
     assert not repo.read_list(record.collections["docs"].archives[0].key).keyed
@@ -196,12 +197,12 @@ def test_a_plain_dedup_repository_that_declares_encryption_is_rekeyed_into_keyed
     write_manifest(tmp_path, plain.replace("rpo: 1h", "rpo: 1000d"))
     run("chunk-key", "new", "main", "-o", "chunk.key", cwd=tmp_path)
     run("rekey", "--auto-approve", "--identity", str(key_file), cwd=tmp_path)
-    run("apply", "--auto-approve", "--now", iso(T0 + timedelta(days=3)), cwd=tmp_path)  # the plain archives and chunks are swept
+    run("apply", "--auto-approve", "--now", iso(base + timedelta(days=3)), cwd=tmp_path)  # the plain archives and chunks are swept
     assert not any(MARKER.encode() in content for content in everything("folder", tmp_path, None).values())
     (record,) = [SetRecord.from_json(repo.get_bytes(o.key), o.key) for o in repo.list("sets/")]
     assert repo.read_list(record.collections["docs"].archives[0].key).keyed
     assert all(repo.inner.get_bytes(chunk_key(c)).startswith(b"age-encryption.org/v1\n") for c in chunk_names(repo))
     restore = "restores:\n  dr: {from: nightly, to: dr}\n"
     write_manifest(tmp_path, plain.replace("rpo: 1h", "rpo: 1000d") + restore)
-    run("apply", "--auto-approve", "--identity", str(key_file), "--now", iso(T0 + timedelta(days=3)), cwd=tmp_path)
+    run("apply", "--auto-approve", "--identity", str(key_file), "--now", iso(base + timedelta(days=3)), cwd=tmp_path)
     assert all_points(target.urls[0], "docs") == all_points(source.urls[0], "docs")
