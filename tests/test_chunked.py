@@ -220,3 +220,90 @@ def test_memory_stays_flat_whatever_the_archive_size(tmp_path):
         tracemalloc.stop()
     # bound: IN_FLIGHT chunks of at most 8 MiB, plus the chunker's buffer (measured: 28 MiB at 8 MiB, 34-40 up to 192)
     assert peaks[64] < 64 * MIB and peaks[64] < 2 * peaks[8], {k: v >> 20 for k, v in peaks.items()}
+
+
+# -- encrypted dedup repositories (qbr.repository.chunk_crypto) --------------------------------
+
+
+@pytest.fixture
+def sealed(tmp_path, monkeypatch):
+    """An encrypted dedup repository over a folder, with its chunk key made and this run's identity."""
+    import pyrage
+
+    from qbr import encryption
+    from qbr.repository.chunk_crypto import ChunkSealing, new_key_object
+
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "id.txt").write_text(f"{identity}\n")
+    monkeypatch.setenv(encryption.IDENTITY_ENV, str(tmp_path / "id.txt"))
+    public = str(identity.to_public())
+    sealing = ChunkSealing("main", (public,), encryption.fingerprint([public]))
+    inner = open_local_repository(tmp_path / "repo")
+    new_key_object(inner, sealing)
+    return ChunkedRepository(inner, sealing=sealing, in_flight=2)
+
+
+class _SlowChunks:
+    """A folder whose chunk writes take a while, so two archives written at once overlap."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def put_bytes(self, key, data, **kw):
+        if key.startswith("chunks/"):
+            import time
+
+            time.sleep(self.delay)
+        return self.inner.put_bytes(key, data, **kw)
+
+
+def test_two_encrypted_archives_written_at_once_store_a_shared_chunk_once_and_verify_clean(sealed):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sealed.inner = _SlowChunks(sealed.inner, 0.05)
+    sealed.index.repo = sealed.inner
+    shared = archive(7, 6 * MIB)
+    with ThreadPoolExecutor(2) as pool:
+        digests = list(pool.map(lambda k: sealed.put_sealed(f"snapshots/c/{k}", pieces(shared)), ["a", "b"]))
+    keys = ["snapshots/c/a", "snapshots/c/b"]
+    scans = sealed.scan_archives(keys)
+    assert [(scans[k].read_error, scans[k].size, scans[k].sha256) for k in keys] == [(None, *d) for d in digests]
+    assert sealed.get_bytes("snapshots/c/b") == shared
+
+
+def test_an_encrypted_archive_after_the_index_was_rebuilt_records_the_stored_sha256_of_chunks_it_did_not_store(sealed):
+    from qbr.repository.chunk_index import rebuild
+
+    first = archive(8, 5 * MIB)
+    sealed.put_sealed("snapshots/c/one", pieces(first))
+    rebuild(sealed.inner)  # a listing knows sizes, not sha256s
+    sealed.index.reset()
+    stored_before = stored_chunks(sealed)
+    size, sha = sealed.put_sealed("snapshots/c/two", pieces(first + b"tail"))
+    assert set(stored_chunks(sealed)) - set(stored_before) and len(stored_chunks(sealed)) <= len(stored_before) + 2
+    assert sealed.scan_archives(["snapshots/c/two"])["snapshots/c/two"].sha256 == sha
+    files, _ = read_index_files(sealed.inner)
+    assert all(c in {d for f in files for d in f.digests} for c in sealed.read_list("snapshots/c/two").ids())
+
+
+def test_an_encrypted_chunk_list_names_no_plain_hash_and_a_flipped_byte_is_named_without_the_identity(sealed, monkeypatch):
+    import blake3
+
+    from qbr import encryption
+
+    data = archive(9, 3 * MIB)
+    sealed.put_sealed("snapshots/c/one", pieces(data))
+    listing = sealed.read_list("snapshots/c/one")
+    assert listing.keyed and all(blake3.blake3(d).hexdigest() not in listing.ids() for d in pieces(data, 64 * 1024))
+    victim = listing.chunks[1][0]
+    stored = bytearray(sealed.inner.get_bytes(chunk_key(victim)))
+    stored[-5] ^= 0x01
+    sealed.inner.put_bytes(chunk_key(victim), bytes(stored))
+    monkeypatch.delenv(encryption.IDENTITY_ENV)
+    scan = sealed.scan_archives(["snapshots/c/one"])["snapshots/c/one"]
+    assert victim in scan.read_error and "damaged" in scan.read_error
+    with pytest.raises(QbrError, match="needs the private key"):
+        sealed.get_bytes("snapshots/c/one")
