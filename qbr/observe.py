@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from qbr.connections import Connections
-from qbr.errors import NotFoundError, QbrError, QdrantError
+from qbr.errors import NotFoundError, QbrError, QdrantError, RepositoryError
 from qbr.manifest import AdoptConfig, Manifest
 from qbr.planner.backups import backup_is_due
 from qbr.planner.targets import needs, reads_live_source, unreachable_hint
@@ -74,7 +74,7 @@ def observe(
     try:
         needed = needs(manifest, targets) if targets else None
         repo_names = sorted(needed.repositories if needed else {b.repository for b in manifest.backups.values()})
-        repositories = pool.map(lambda name: _observe_repository(connections, name), repo_names)
+        repositories = pool.map(lambda name: _reach_repository(manifest, connections, name, targets), repo_names)
         by_name = {r.name: r for r in repositories}
         detail = _backups_to_detail(manifest, by_name, now, targets)
         records = {(str(e.get("cluster")), str(e.get("collection"))) for e in (state.node_snapshots if state else ())}
@@ -139,6 +139,17 @@ def _reach_cluster(
         if not hint:
             raise
         raise QdrantError(str(error).rstrip(". ") + hint + ".", node=error.node) from None
+
+
+def _reach_repository(manifest: Manifest, connections: Connections, name: str, targets: tuple[str, ...]) -> ObservedRepository:
+    """A repository observed; one that fails is named with the entries that need it (as a cluster)."""
+    try:
+        return _observe_repository(connections, name)
+    except RepositoryError as error:
+        hint = unreachable_hint(manifest, name, targets, repository=True)
+        if not hint or isinstance(error, NotFoundError):
+            raise
+        raise RepositoryError(str(error).rstrip(". ") + hint + ".") from None
 
 
 def _clusters_in_use(manifest: Manifest) -> list[str]:

@@ -71,11 +71,12 @@ def is_targeted(targets: tuple[str, ...], name: str) -> bool:
     return not targets or name in targets
 
 
-def unreachable_hint(manifest: Manifest, cluster: str, targets: tuple[str, ...]) -> str:
-    """What to add to an unreachable cluster's sentence: the entries that need it, and (without
-    --target) the others, which can be planned alone."""
+def unreachable_hint(manifest: Manifest, cluster: str, targets: tuple[str, ...], *, repository: bool = False) -> str:
+    """What to add to an unreachable cluster's (or repository's) sentence: the entries that need
+    it, and (without --target) the others, which can be planned alone."""
     entries = list(targets) if targets else sorted(set(manifest.backups) | set(manifest.restores))
-    needing = [n for n in entries if cluster in needs_of(manifest, n).clusters]
+    needing = [n for n in entries
+               if cluster in (needs_of(manifest, n).repositories if repository else needs_of(manifest, n).clusters)]
     rest = [n for n in entries if n not in needing]
     if not needing:
         return ""

@@ -110,3 +110,31 @@ def test_a_saved_targeted_plan_whose_manifest_changed_is_refused_as_stale(emulat
     assert run.exit_code == 1 and "changed since this plan was made; run qbr plan again" in run.stderr, run.output
     with QdrantClient(dr.urls[0]) as client:
         assert client.list_collections() == []
+
+
+def test_an_unreachable_repository_names_who_needs_it_and_target_plans_the_rest(emulator, tmp_path):
+    prod, dr = emulator(nodes=1), emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=10)
+    write_manifest(tmp_path, f"""
+version: 1
+clusters:
+  prod: {{url: "{prod.urls[0]}"}}
+  dr: {{url: "{dr.urls[0]}"}}
+repositories:
+  main: {{path: ./repo}}
+  far: {{s3: {{bucket: gone, endpoint_url: "http://127.0.0.1:9", region: us-east-1, max_attempts: 1, connect_timeout: 1s}}}}
+backups:
+  nightly: {{cluster: prod, repository: main, rpo: 1h}}
+  offsite: {{cluster: prod, repository: far, rpo: 1h}}
+restores:
+  recover: {{from: nightly, to: dr}}
+""")
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    plan = qbr("plan", "--now", T0, cwd=tmp_path, env=env)
+    assert plan.exit_code == 1 and "Traceback" not in plan.output
+    assert plan.stderr.count("\n") == 1, plan.stderr
+    assert plan.stderr.strip().endswith("; backup offsite needs it, and backup nightly and restore recover do not: "
+                                        "plan them alone with --target nightly --target recover."), plan.stderr
+    targeted = qbr("plan", "--now", T0, "--target", "nightly", "--target", "recover", cwd=tmp_path, env=env)
+    assert targeted.exit_code == 0, targeted.output
+    assert "--target nightly --target recover: only backup nightly and restore recover are planned" in targeted.stdout
