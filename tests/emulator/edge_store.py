@@ -7,12 +7,13 @@ so the HTTP layer, routing and point operations are shared with the default Pyth
 `EdgeEngine` gives every shard of a collection its own EdgeShard in a folder of the data dir.
 
 Qdrant's optimizer runs before each snapshot (segments past the collection's indexing threshold
-become immutable; no HNSW graph is built: m=0). Not supported in edge mode (the default engine supports them): custom sharding (shard keys),
-replicas with data of their own (`set_replica_state(..., points=...)`, `no_sync` recovers: every
-replica of a shard shares its one EdgeShard), synthetic collections, payload indexes inside the
-segments (they stay in the collection's payload_index.json), multivectors and vector storage
-options (datatype, on_disk, quantization). Vectors come back as Qdrant returns them: cosine
-vectors normalised, values rounded to float32.
+become immutable; no HNSW graph is built: m=0). Synthetic collections keep their generated
+archives. Not supported in edge mode (the default engine supports them): custom sharding (shard
+keys), replicas with data of their own (`set_replica_state(..., points=...)`, `no_sync` recovers:
+every replica of a shard shares its one EdgeShard), payload indexes inside the segments (they stay
+in the collection's payload_index.json), multivectors and vector storage options (datatype,
+on_disk, quantization). Vectors come back as Qdrant returns them: cosine vectors normalised,
+values rounded to float32. Archives carry no WAL (edge_archive.py).
 """
 
 from __future__ import annotations
