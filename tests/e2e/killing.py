@@ -99,9 +99,18 @@ class World:
     repositories: dict[str, Repository]  # manifest name -> the repository, for checks
     targets: dict[str, dict[str, str]] = field(default_factory=dict)  # restore cluster -> {collection: source}
     buckets: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, bucket) to drop at close
+    saved_env: dict[str, str | None] = field(default_factory=dict)  # variables the world set, to put back at close
 
     def close(self) -> None:
+        import os
+
         from tests.s3_fixture import _drop_bucket, s3_client
+
+        for name, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
         for cluster in self.clusters.values():
             cluster.stop()
@@ -326,7 +335,7 @@ backups:
     )
 
 
-def dedup_world(bed: Bed) -> World:
+def dedup_world(bed: Bed, encrypted: bool = False) -> World:
     """A dedup repository on S3 (chunks, chunk lists, the chunk index) with two sets (docs changed
     before each, a 2 MiB synthetic collection deduplicated); the apply under test makes a third
     (new chunks stored, indexed, listed) with retention keep_last 1, so two sets go and the chunk
@@ -334,6 +343,12 @@ def dedup_world(bed: Bed) -> World:
     from qbr.repository.chunked import ChunkedRepository
 
     folder = bed.folder("dedup")
+    saved: dict[str, str | None] = {}
+    encryption = ""
+    if encrypted:
+        public, saved = _encrypted_setup(folder)
+        encryption = f'\n    encryption: {{recipients: ["{public}"]}}'
+
     prod = start_cluster(bed, 1)
     make_collection(prod.urls[0], "docs", points=30)
     prod.add_synthetic_collection("big", snapshot_size=2 * MIB)
@@ -347,12 +362,14 @@ clusters:
 repositories:
   main:
     s3: {{bucket: {bucket}, prefix: d, endpoint_url: "{bed.s3_endpoint}", region: us-east-1}}
-    dedup: true
+    dedup: true{encryption}
 backups:
   nightly: {{cluster: prod, repository: main, rpo: 1h, retention: {retention}}}
 """
 
     write_manifest(folder, manifest("{keep_last: 50}"))
+    if encrypted:
+        must(qbr("chunk-key", "new", "main", "-o", "chunk.key", cwd=folder), "chunk-key new")
     with QdrantClient(prod.urls[0]) as client:
         for step in range(2):
             upsert(client, "docs", [100 + step])
@@ -365,7 +382,29 @@ backups:
         {"prod": prod},
         {"main": ChunkedRepository(open_s3_repository(bucket, prefix="d", endpoint_url=bed.s3_endpoint))},
         buckets=[(bed.s3_endpoint, bucket)],
+        saved_env=saved,
     )
+
+
+def dedup_encrypted_world(bed: Bed) -> World:
+    """The dedup world with encryption: keyed chunk ids and chunks encrypted after compression
+    (qbr.repository.chunk_crypto); the identity and the chunk key reach every qbr run (and this
+    process's checks, which decrypt) through the environment while the world lives."""
+    return dedup_world(bed, encrypted=True)
+
+
+def _encrypted_setup(folder: Path) -> tuple[str, dict[str, str | None]]:
+    """An identity and the environment that names it and the chunk key file (made later)."""
+    import os
+
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    (folder / "age.txt").write_text(f"{identity}\n")
+    wanted = {"QBR_AGE_IDENTITY_FILE": str(folder / "age.txt"), "QBR_CHUNK_KEY_FILE": str(folder / "chunk.key")}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    return str(identity.to_public()), saved
 
 
 SCENARIOS: dict[str, Callable[[Bed], World]] = {
@@ -376,6 +415,7 @@ SCENARIOS: dict[str, Callable[[Bed], World]] = {
     "recovery": recovery_world,
     "logical-copy": logical_copy_world,
     "dedup": dedup_world,
+    "dedup-encrypted": dedup_encrypted_world,
 }
 #: Scenarios whose uninterrupted run leaves the same world as another's (recovery ends as backup does).
 SAME_END_AS = {"recovery": "backup", "slow-snapshots": "backup"}
@@ -658,8 +698,8 @@ def check_after_kill(world: World, pid: int, result: CaseResult) -> bool:
                 head = repo.head(archive.key)
                 if head is None:
                     result.failures.append(f"{name}: set {record.set_id} names missing archive {archive.key}")
-                elif head.size != archive.size:
-                    result.failures.append(f"{name}: archive {archive.key} is {head.size} bytes, set says {archive.size}")
+                elif head.size != archive.object_size:
+                    result.failures.append(f"{name}: archive {archive.key} is {head.size} bytes, set says {archive.object_size}")
                 elif sha256_of(repo.get_bytes(archive.key)) != archive.sha256:
                     result.failures.append(f"{name}: archive {archive.key} does not match its sha256")
         pending = repo.pending_uploads()

@@ -53,6 +53,8 @@ SAMPLE = [
     ("dedup", "chunks.list_written", 1, 0.0),  # an archive exists, its set does not
     ("dedup", "sweep.index_written", 1, 0.0),  # the index no longer lists the doomed chunks, all still stored
     ("dedup", "sweep.chunk_deleted", 1, 0.0),  # some doomed chunks deleted, some not
+    # the same with encryption: the next backup reuses indexed chunks by the sha256 the index recorded
+    ("dedup-encrypted", "chunks.indexed", 1, 0.0),
 ]
 
 
