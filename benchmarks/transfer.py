@@ -295,7 +295,7 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
 
 def run_size(
     size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int | None,
-    compare: tuple[int, ...] = (), without_sha256: bool = False, show_settings: bool = False,
+    compare: tuple[int, ...] = (), without_sha256: bool = False, show_settings: bool = False, s3_only: bool = False,
 ) -> tuple[list[list[object]], dict[str, float], str]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
@@ -361,7 +361,7 @@ def run_size(
         times["qbr-s3-nosha"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key, check=False)))
         remote.delete(key)
 
-    local_runs = [plain_local(False), plain_local(True), qbr_local]
+    local_runs = [] if s3_only else [plain_local(False), plain_local(True), qbr_local]
     s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare), *([qbr_s3_unchecked] if without_sha256 else [])]
     for n in range(repeat):
         for run in local_runs[n % 3:] + local_runs[:n % 3]:
@@ -374,7 +374,7 @@ def run_size(
     qbr_backup(client, collection, snapshot, remote, key)
 
     http = httpx.Client(timeout=600, trust_env=False)  # made once, as the QdrantClient is
-    for _ in range(repeat):
+    for _ in range(0 if s3_only else repeat):
         times["plain-upload"].append(_timed(lambda: baseline_upload(http, url, snapshot, plain_file)))
         _forget_upload(client, snapshot)
         times["qbr-upload-local"].append(_timed(lambda: qbr_restore(client, snapshot, local, key)))
@@ -391,12 +391,15 @@ def run_size(
     print(f"  {size_mib} MiB: the node made the snapshot ({size} bytes, its sha256 computed) in {created:.1f} s",
           flush=True)
 
+    times = {name: runs for name, runs in times.items() if runs}
     rate = {name: mib_per_s(size, median([wall for wall, _ in runs])) for name, runs in times.items()}
     cpu = {name: median([c for _, c in runs]) * 1000 / (size / MIB) for name, runs in times.items()}
     rows = []
     pairs = [*PAIRS, *((f"backup -> S3 (moto), {n} parts in flight", "plain-s3", f"qbr-s3-{n}") for n in compare),
              *([("backup -> S3 (moto), no sha256 check", "plain-s3", "qbr-s3-nosha")] if without_sha256 else [])]
     for direction, base, ours in pairs:
+        if base not in times or ours not in times:
+            continue
         rows.append([
             f"{size_mib} MiB", direction, f"{rate[base]:.0f}", f"{rate[ours]:.0f}", f"{rate[ours] / rate[base]:.2f}",
             f"{cpu[base]:.2f}", f"{cpu[ours]:.2f}",
@@ -437,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also back up into S3 with these many parts in flight (extra rows and ratios)")
     parser.add_argument("--without-sha256", action="store_true",
                         help="also back up into S3 without checking Qdrant's sha256 (an extra row and ratio)")
+    parser.add_argument("--s3-backup-only", action="store_true",
+                        help="only the backups into S3 (no local backups, no restores): more runs in the same time")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the local backup path step by step (first size only)")
     args = parser.parse_args(argv)
@@ -459,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                 for size_mib in args.size_mib:
                     rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight,
                                                    tuple(args.compare_in_flight), args.without_sha256,
-                                                   show_settings=not all_rows)
+                                                   show_settings=not all_rows, s3_only=args.s3_backup_only)
                     all_rows += rows
                     results.append(rate)
                     requests.append(f"{size_mib} MiB: {counted}")
@@ -484,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     for rate in results:
         n = int(rate["size_mib"])
         for name, base, ours, note in RATIOS:
+            if f"rate:{ours}" not in rate:
+                continue
             print_ratio(f"{name}_{n}mib", rate[f"rate:{ours}"] / rate[f"rate:{base}"], note)
         for k in args.compare_in_flight:
             print_ratio(f"backup_s3_inflight{k}_{n}mib", rate[f"rate:qbr-s3-{k}"] / rate["rate:plain-s3"],
