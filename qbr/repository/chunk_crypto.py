@@ -186,13 +186,18 @@ class ChunkSealing:
         with self._guard:
             if self._read_key is None:
                 key = self._write_key
-                found = read_key_object(repo) if key is None else None
-                if key is None and found is not None:
-                    path = CHUNK_KEY_FILE.path()
-                    if encryption.KEYRING.available():
-                        key = self._unsealed(found)
-                    elif path is not None and check_value(candidate := read_key_file(path)) == found["check"]:
-                        key = candidate
+                try:
+                    found = read_key_object(repo) if key is None else None
+                    if key is None and found is not None:
+                        path = CHUNK_KEY_FILE.path()
+                        if encryption.KEYRING.available():
+                            key = self._unsealed(found)
+                        elif path is not None and check_value(candidate := read_key_file(path)) == found["check"]:
+                            key = candidate
+                except encryption.IdentityError:
+                    raise
+                except QbrError:  # a damaged key object: the other checks still hold every byte
+                    key = None
                 self._read_key = (key,)
             key = self._read_key[0]
         return None if key is None else keyed_ids(key)

@@ -121,9 +121,12 @@ def test_encrypted_dedup_names_chunks_by_keyed_hash_stores_only_new_ones_and_res
     assert second.keyed and 0 < len(added) <= len(second.ids()) // 2, "the second set stored only its new chunks"
 
     # Nothing in clear: no marker in any object or file, no chunk named by the plain BLAKE3 of its bytes.
+    key = bytes.fromhex((tmp_path / "chunk.key").read_text().split("QBR-CHUNK-KEY-1-")[1].strip())
     for where, content in everything(kind, tmp_path, s3_bucket).items():
         assert MARKER.encode() not in content, f"the payload marker is in clear in {where}"
-    key = bytes.fromhex((tmp_path / "chunk.key").read_text().split("QBR-CHUNK-KEY-1-")[1].strip())
+        assert key.hex().encode() not in content and key not in content, f"the chunk key is in {where}"
+    status = run("status", cwd=tmp_path, ok=False)
+    assert status.exit_code in (0, 3) and "dedup:" in status.stdout, status.output
     codec = Codec()
     for name in chunk_names(repo):
         stored = repo.inner.get_bytes(chunk_key(name))
