@@ -268,6 +268,10 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
     abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)
     locked = _observe_locks(connections, name, repo, sets, archives)
+    if chunks is not None and connections.manifest.repositories[name].object_lock is not None:
+        from qbr.repository.chunk_gc import chunk_locks  # unreferenced chunks a lock still holds
+
+        locked.update(chunk_locks(repo, chunks, connections.parallelism))
     return ObservedRepository(
         name=name,
         description=repo.describe(),

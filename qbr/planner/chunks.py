@@ -13,6 +13,7 @@ from qbr.durations import format_duration
 from qbr.manifest import Manifest
 from qbr.plan import Action
 from qbr.planner.draft import Draft
+from qbr.planner.object_lock import locked_until
 from qbr.records import parse_utc
 from qbr.render.sizes import human_bytes
 from qbr.world import ObservedRepository
@@ -54,8 +55,10 @@ def plan_chunk_sweep(draft: Draft, repo: ObservedRepository, group: str, now: da
                 newest[cid] = (obj.modified, size)
     for cid, (size, modified) in census.unindexed.items():
         newest.setdefault(cid, (modified, size))
-    doomed = {c: s for c, (when, s) in newest.items() if c not in live and (c in freed or now - parse_utc(when) >= grace)}
-    waiting = sum(1 for c, (when, _) in newest.items() if c not in live and c not in doomed)
+    held = {c for c in newest if c not in live and locked_until(repo, f"chunks/{c[:2]}/{c}", now) is not None}
+    doomed = {c: s for c, (when, s) in newest.items()
+              if c not in live and c not in held and (c in freed or now - parse_utc(when) >= grace)}
+    waiting = sum(1 for c, (when, _) in newest.items() if c not in live and c not in doomed and c not in held)
     stale = [o.key for o in census.index if o.pending and now - parse_utc(o.modified) >= grace]
     pieces = sum(1 for o in census.index if not o.pending)
     if not doomed and not stale and pieces <= MERGE_INDEX_OVER:
@@ -70,6 +73,8 @@ def plan_chunk_sweep(draft: Draft, repo: ObservedRepository, group: str, now: da
         parts.append(f"the chunk index is in {pieces} objects; they are merged into one")
     if waiting:
         parts.append(f"{waiting} unreferenced chunks are younger than the grace period and wait")
+    if held:
+        parts.append(f"{len(held)} unreferenced chunks are kept while S3 Object Lock holds them")
     copies = tuple(a.id for a in draft.actions if a.kind == "copy_archive" and a.params.get("repository") == repo.name)
     deletes = tuple(a.id for a in mine if a.kind == "delete_archive")
     draft.actions.append(Action(

@@ -78,6 +78,18 @@ def live_chunks(repo: Any, parallelism: int = 8) -> set[str]:
     return {c for ids in lists.values() for c in ids}
 
 
+def chunk_locks(repo: Any, census_: ChunkCensus, parallelism: int = 8) -> dict[str, str]:
+    """Object Lock retain-until of the chunks no chunk list names (those a sweep may delete), by
+    chunk key: the planner never plans deleting one S3 would refuse."""
+    from qbr.repository.protection import retention
+
+    named = {c for ids in census_.lists.values() for c in ids}
+    orphans = sorted(({c for o in census_.index for c in o.chunks} | set(census_.unindexed)) - named)
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-locks") as pool:
+        found = list(pool.map(lambda c: (chunk_key(c), retention(repo.inner, chunk_key(c))), orphans))
+    return {key: utc_iso(held[1]) for key, held in found if held is not None}
+
+
 def retain_chunks(repo: Any, archive_keys: list[str], mode: str, until: Any, parallelism: int = 8) -> int:
     """Lock every chunk the chunk lists at `archive_keys` name until at least `until`; how many."""
     from qbr.repository.protection import retain
