@@ -3,15 +3,8 @@
 Every write goes to a temp file in the target's own folder, is fsynced, and is renamed into
 place (then the folder is fsynced), so an object appears whole or not at all and survives a
 crash. Renames, creates and deletes are serialised across processes by an flock on one lock
-file, which makes `if_match` a true compare-and-swap, like S3's conditional writes.
-
-An object's etag is its file's identity, not a hash of its bytes: inode, size and modification
-time, so head() answers from one stat and never reads the object. Every write makes a new file,
-and freed inode numbers come back at once, so under the flock each new version is stamped with a
-modification time later than the one it replaces: no two versions of an object share an etag,
-even with identical bytes (a rewrite always shows, as the lock's liveness check needs). The one
-gap: on a file system that keeps whole seconds only (FAT, HFS+), an object deleted and created
-again within the same second, the same size, on the same inode, looks unchanged.
+file, which makes `if_match` a true compare-and-swap, like S3's conditional writes. An object's
+etag is its file's identity, never a hash of its bytes (file_etag.py).
 """
 
 from __future__ import annotations
@@ -21,7 +14,6 @@ import fcntl
 import os
 import secrets
 import stat as stat_kinds
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,19 +31,13 @@ from qbr.repository.base import (
     validate_key,
     validate_prefix,
 )
+from qbr.repository.file_etag import etag as _etag
+from qbr.repository.file_etag import fresh_stat, stamp_after
 from qbr.repository.filewrite import CACHE_DROP_EVERY, drop_cache, write_chunks
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"
 _MAX_NAME = 255  # bytes in one file name on common filesystems
-#: How far past the replaced version's time a new version is stamped when the file system kept
-#: less than the nanoseconds given (coarse timestamps): the first step it keeps wins.
-_STAMP_STEPS = (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000)
-
-
-def _etag(found: os.stat_result) -> str:
-    """The etag of one version of an object: which file it is (see the module docstring)."""
-    return f'"{found.st_ino:x}-{found.st_size:x}-{found.st_mtime_ns:x}"'
 
 
 def _utc(timestamp: float) -> datetime:
@@ -192,37 +178,21 @@ class LocalRepository(Repository):
             raise
         return temp
 
-    def _stamp(self, temp: Path, path: Path) -> os.stat_result:
-        """Under the flock: give the new version (still `temp`) a modification time later than the
-        version at `path` it replaces, so its etag is one no earlier version had; return its stat."""
-        try:
-            previous = os.stat(path).st_mtime_ns
-        except (FileNotFoundError, NotADirectoryError):
-            previous = None
-        except OSError as error:
-            raise self._read_error(error) from error
-        try:
-            for step in _STAMP_STEPS:
-                stamp = time.time_ns() if previous is None else max(time.time_ns(), previous + step)
-                os.utime(temp, ns=(stamp, stamp))
-                found = os.stat(temp)
-                if previous is None or found.st_mtime_ns > previous:
-                    break
-        except OSError as error:
-            raise self._write_error(error) from error
-        return found
-
     def _commit(self, temp: Path, path: Path, key: str, *, if_none_match: bool, if_match: str | None) -> os.stat_result:
         """Move a finished temp file to `path`, under the lock, honouring the precondition; the
         stat of the version now at `path` (a rename keeps its inode and modification time)."""
         try:
             with self._locked():
-                found = self._stamp(temp, path)
+                previous = self._fresh_stat(path)
+                try:  # a modification time past the replaced version's: an etag no version had
+                    found = stamp_after(temp, previous)
+                except OSError as error:
+                    raise self._write_error(error) from error
                 if if_none_match:
                     self._create_exclusive(temp, path, key)
                 else:
                     if if_match is not None:
-                        current = self._current_etag(path)
+                        current = _etag(previous) if previous is not None else None
                         if current is None:
                             raise PreconditionFailed(f"{self._where(key)} is gone; it was deleted since it was read.")
                         if current != if_match:
@@ -261,13 +231,14 @@ class LocalRepository(Repository):
             raise self._write_error(error) from error
 
     def _current_etag(self, path: Path) -> str | None:
+        found = self._fresh_stat(path)
+        return _etag(found) if found is not None else None
+
+    def _fresh_stat(self, path: Path) -> os.stat_result | None:
         try:
-            found = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            return fresh_stat(path)
         except OSError as error:
             raise self._read_error(error) from error
-        return _etag(found) if stat_kinds.S_ISREG(found.st_mode) else None
 
     def _finish(self, key: str, path: Path, chunks: Iterable[bytes], if_none_match: bool, if_match: str | None) -> ObjectInfo:
         temp = self._write_temp(path, chunks)
@@ -375,7 +346,9 @@ class LocalRepository(Repository):
         return data, self._info(key, found)
 
     def head(self, key: str) -> ObjectInfo | None:
-        """One stat: the object is never opened or read."""
+        """One stat: the object is never opened or read. (On NFS the stat may answer from the
+        client's attribute cache for a few seconds; a stale etag can only make a conditional
+        write lose, since the check itself revalidates.)"""
         path = self._path(key)
         try:
             found = os.stat(path)
