@@ -407,23 +407,42 @@ def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str) ->
         except age_format.AgeFormatError as error:
             raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None
 
-    return _ahead(native(), "qbr-age-decrypt")
+    return native() if os.environ.get("QBR_X_INLINE") else _ahead(native(), "qbr-age-decrypt")
 
 
 # -- small objects: a dedup repository's chunks (qbr.repository.chunk_crypto) ----------------
 
 
 def encrypt_bytes(data: bytes, recipients: list[Any]) -> bytes:
-    """The age encryption of `data`, whole (a chunk: a few MiB at most)."""
+    """The age encryption of `data`, whole (a chunk: a few MiB at most): by qbr.age_format when
+    every recipient is an age1 key (the GIL released), else by pyrage."""
+    keys = _x25519_keys(recipients, "Recipient")
+    if keys is not None:
+        return b"".join(age_format.encrypt([bytes(data)], [age_format.recipient_key(key) for key in keys]))
     return bytes(_pyrage().encrypt(bytes(data), recipients))
 
 
 def decrypt_bytes(data: bytes, identities: list[Any], what: str) -> bytes:
-    """The plaintext of the age file `data`; a wrong identity or damaged ciphertext is a sentence naming `what`."""
+    """The plaintext of the age file `data`; a wrong identity or damaged ciphertext is a sentence
+    naming `what`. X25519 stanzas are opened by qbr.age_format; ssh identities by pyrage."""
     pyrage = _pyrage()
+    wrong = f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)"
+    x25519 = [i for i in identities if isinstance(i, pyrage.x25519.Identity)]
+    if x25519:
+        source = iter([bytes(data)])
+        try:
+            try:
+                _, payload_key, rest = age_format.open_header(source, [age_format.identity_key(str(i)) for i in x25519])
+            except age_format.NoMatchingKey:
+                if len(x25519) == len(identities):
+                    raise IdentityError(wrong) from None
+            else:
+                return b"".join(age_format.decrypt_payload(payload_key, rest, source))
+        except age_format.AgeFormatError as error:
+            raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None
     try:
         return bytes(pyrage.decrypt(bytes(data), identities))
     except pyrage.DecryptError as error:
         if "No matching keys" in str(error):
-            raise IdentityError(f"{what} cannot be decrypted with the identity given (it was encrypted to other recipients)") from None
+            raise IdentityError(wrong) from None
         raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None

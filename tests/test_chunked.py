@@ -235,12 +235,13 @@ def sealed(tmp_path, monkeypatch):
 
     identity = pyrage.x25519.Identity.generate()
     (tmp_path / "id.txt").write_text(f"{identity}\n")
-    monkeypatch.setenv(encryption.IDENTITY_ENV, str(tmp_path / "id.txt"))
+    encryption.KEYRING.use_file(tmp_path / "id.txt")  # as --identity does (an earlier CLI run may have set another)
     public = str(identity.to_public())
     sealing = ChunkSealing("main", (public,), encryption.fingerprint([public]))
     inner = open_local_repository(tmp_path / "repo")
     new_key_object(inner, sealing)
-    return ChunkedRepository(inner, sealing=sealing, in_flight=2)
+    yield ChunkedRepository(inner, sealing=sealing, in_flight=2)
+    encryption.KEYRING.use_file(None)
 
 
 class _SlowChunks:
@@ -302,7 +303,8 @@ def test_an_encrypted_chunk_list_names_no_plain_hash_and_a_flipped_byte_is_named
     stored = bytearray(sealed.inner.get_bytes(chunk_key(victim)))
     stored[-5] ^= 0x01
     sealed.inner.put_bytes(chunk_key(victim), bytes(stored))
-    monkeypatch.delenv(encryption.IDENTITY_ENV)
+    encryption.KEYRING.use_file(None)
+    monkeypatch.delenv(encryption.IDENTITY_ENV, raising=False)
     scan = sealed.scan_archives(["snapshots/c/one"])["snapshots/c/one"]
     assert victim in scan.read_error and "damaged" in scan.read_error
     with pytest.raises(QbrError, match="needs the private key"):
