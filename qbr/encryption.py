@@ -407,7 +407,7 @@ def decrypt_stream(chunks: Iterable[bytes], identities: list[Any], what: str) ->
         except age_format.AgeFormatError as error:
             raise QbrError(f"{what} cannot be decrypted: it is damaged or cut short ({error})") from None
 
-    return native() if os.environ.get("QBR_X_INLINE") else _ahead(native(), "qbr-age-decrypt")
+    return _ahead(native(), "qbr-age-decrypt")
 
 
 # -- small objects: a dedup repository's chunks (qbr.repository.chunk_crypto) ----------------
