@@ -3,8 +3,9 @@ recipients (and opened with the run's identity), Object Lock retention set on wh
 deletes that a lock refuses said in one sentence, and `rekey`.
 
 No plaintext touches disk: archives pass through encryption and decryption as streams
-(qbr.encryption), and what Qdrant is given back is checked against the record's sha256 before
-its last byte leaves (qbr.transfer.verified holds the last chunk back until the hash is known).
+(qbr.encryption), and what Qdrant is given back is checked against the record before its last
+byte leaves: the stored bytes' BLAKE3 (qbr.transfer.tallied), or for older records the
+plaintext's sha256 (qbr.transfer.verified); each holds the last chunk back until it is known.
 """
 
 from __future__ import annotations
