@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -264,6 +265,8 @@ def _observe_repository(connections: Connections, name: str) -> ObservedReposito
         from qbr.repository.chunk_gc import census
 
         chunks = census(repo, list(archives), connections.parallelism)
+        for key, size in chunks.sizes.items():  # an archive's size as read back (what its set records), not its list's
+            archives[key] = replace(archives[key], size=size)
     # A store that cannot list or abort unfinished uploads: that cleanup is skipped, and said.
     abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)

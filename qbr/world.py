@@ -114,6 +114,7 @@ class ChunkCensus:
     unindexed: dict[str, tuple[int, str]] = field(default_factory=dict)  # chunk id -> (stored size, modified)
     unreadable: tuple[str, ...] = ()  # chunk lists that cannot be read: nothing is swept while there are any
     listed: bool = False  # chunks/ was listed (a marker was found)
+    sizes: dict[str, int] = field(default_factory=dict)  # archive key -> its size as read back (a chunk list's rebuilt size)
 
 
 @dataclass(frozen=True)

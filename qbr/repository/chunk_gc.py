@@ -30,25 +30,29 @@ from qbr.repository.chunks import ChunkList, chunk_key
 from qbr.world import ChunkCensus, ChunkIndexObject
 
 
-def read_lists(repo: Any, keys: list[str], parallelism: int = 8) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+def read_lists(repo: Any, keys: list[str], parallelism: int = 8,
+               sizes: dict[str, int] | None = None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """The distinct chunk ids each chunk list names (archives stored whole are left out), and the
-    keys of those that cannot be read."""
-    def one(key: str) -> tuple[str, tuple[str, ...] | None, bool]:
+    keys of those that cannot be read; `sizes` gets each plain chunk list's rebuilt size (what a
+    set records and head() says; an encrypted one's is its own, as listed)."""
+    def one(key: str) -> tuple[str, Any, bool]:
         try:
             listing = repo.read_list(key)
         except NotFoundError:
             return key, None, False
         except QbrError:
             return key, None, True
-        return key, None if listing is None else tuple(sorted(listing.ids())), False
+        return key, listing, False
 
     lists, unreadable = {}, []
     with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="qbr-chunk-lists") as pool:
-        for key, ids, broken in pool.map(one, keys):
+        for key, listing, broken in pool.map(one, keys):
             if broken:
                 unreadable.append(key)
-            elif ids is not None:
-                lists[key] = ids
+            elif listing is not None:
+                lists[key] = tuple(sorted(listing.ids()))
+                if sizes is not None and not listing.keyed:
+                    sizes[key] = listing.size
     return lists, unreadable
 
 
@@ -56,7 +60,8 @@ def census(repo: Any, archive_keys: list[str], parallelism: int = 8) -> ChunkCen
     """What the planner needs to sweep chunks, read without listing `chunks/` unless a marker
     says the index may be short of the truth."""
     files, broken = read_index_files(repo.inner)
-    lists, unreadable = read_lists(repo, archive_keys, parallelism)
+    sizes: dict[str, int] = {}
+    lists, unreadable = read_lists(repo, archive_keys, parallelism, sizes)
     index = tuple(ChunkIndexObject(f.key, utc_iso(f.modified), f.pending, f.chunks) for f in files)
     indexed = {c for f in files for c in f.chunks}
     unindexed: dict[str, tuple[int, str]] = {}
@@ -66,7 +71,7 @@ def census(repo: Any, archive_keys: list[str], parallelism: int = 8) -> ChunkCen
             cid = o.key.rsplit("/", 1)[-1]
             if cid not in indexed and len(cid) == 64:
                 unindexed[cid] = (o.size, utc_iso(o.modified))
-    return ChunkCensus(index, lists, unindexed, tuple(sorted(unreadable)) + tuple(broken), listed)
+    return ChunkCensus(index, lists, unindexed, tuple(sorted(unreadable)) + tuple(broken), listed, sizes)
 
 
 def live_chunks(repo: Any, parallelism: int = 8) -> set[str]:

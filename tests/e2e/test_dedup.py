@@ -227,3 +227,14 @@ def test_object_lock_protects_every_chunk_a_locked_set_names_and_the_sweep_never
 
 def referenced_chunks_of(repo, record) -> set[str]:
     return {c for c_ in record.collections.values() for a in c_.archives for c in repo.read_list(a.key).ids()}
+
+
+def test_only_changed_carries_an_unchanged_collection_in_a_dedup_repository(emulator, tmp_path):
+    prod, dr = emulator(nodes=1), emulator(nodes=1)
+    make_collection(prod.urls[0], "docs", points=100)
+    text = manifest(prod, dr, repo_block("folder", None)).replace("rpo: 1h,", "rpo: 1h, only_changed: true,")
+    write_manifest(tmp_path, text)
+    run("apply", "--auto-approve", "--now", iso(at(0)), cwd=tmp_path)
+    second = run("apply", "--auto-approve", "--now", iso(at(2)), cwd=tmp_path)
+    assert "0 collections copied, 1 referenced" in second.stdout, second.output
+    assert "missing from the repository" not in second.stdout
