@@ -375,7 +375,8 @@ class _ArchiveWriter:
     def _confirm(self) -> None:
         if self.batch:
             self.batches += 1
-            self.repo.index.confirm(f"{self.token}-{self.batches}.json", dict(self.batch), dict(self.digests))
+            digests = dict(self.digests) if self.repo.sealing is not None else None  # what encrypted chunk lists record
+            self.repo.index.confirm(f"{self.token}-{self.batches}.json", dict(self.batch), digests)
             faultpoints.reached("chunks.indexed")
             self.batch.clear()
             self.digests.clear()
