@@ -67,6 +67,15 @@ def s3_bucket(s3_server: str) -> Iterator[tuple[str, str]]:
     _drop_bucket(client, bucket)
 
 
+@pytest.fixture
+def lock_bucket(s3_server: str) -> tuple[str, str]:
+    """(endpoint_url, bucket_name) of a fresh bucket with Object Lock enabled (moto keeps it:
+    locked versions cannot be emptied out)."""
+    bucket = f"qbr-lock-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_server).create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    return s3_server, bucket
+
+
 def _drop_bucket(client, bucket: str) -> None:
     """Empty and delete a test bucket, so moto does not keep every test's bytes in memory."""
     try:

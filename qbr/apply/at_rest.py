@@ -171,6 +171,9 @@ def rekey_set(ctx: ActionContext, p: RekeySet, action_id: str) -> dict[str, Any]
         for archive in moved.values():  # the new objects are as protected as the old ones
             if held is not None:
                 retain(repo, archive.key, held[0] or lock, held[1])
+        chunks = getattr(repo, "retain_chunks", None)  # dedup: and so are the chunks they name
+        if held is not None and chunks is not None:
+            chunks(sorted(a.key for a in moved.values()), held[0] or lock, held[1], ctx.connections.parallelism)
     repo.put_bytes(key, fresh.to_json(), if_match=info.etag)
     if held is not None:
         retain(repo, key, held[0] or lock, held[1])

@@ -6,7 +6,6 @@ target is touched, `qbr export` writes the archive back, and status shows what d
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -159,15 +158,6 @@ def test_twelve_dedup_sets_restore_exactly_retention_sweeps_exactly_and_damage_i
     assert failed.exit_code != 0 and victim in failed.output, failed.output
     with QdrantClient(dr.urls[0]) as client:
         assert not client.collection_exists("docs_new"), "nothing was created on the target"
-
-
-@pytest.fixture
-def lock_bucket(s3_server):
-    from tests.s3_fixture import s3_client
-
-    bucket = f"qbr-lock-{secrets.token_hex(6)}"
-    s3_client(s3_server).create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    return s3_server, bucket  # moto keeps it: locked versions cannot be emptied out
 
 
 def test_object_lock_protects_every_chunk_a_locked_set_names_and_the_sweep_never_deletes_a_locked_chunk(emulator, lock_bucket, tmp_path):

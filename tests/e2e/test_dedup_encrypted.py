@@ -209,3 +209,30 @@ def test_a_plain_dedup_repository_that_declares_encryption_is_rekeyed_into_keyed
     write_manifest(tmp_path, plain.replace("rpo: 1h", "rpo: 1000d") + restore)
     run("apply", "--auto-approve", "--identity", str(key_file), "--now", iso(base + timedelta(days=3)), cwd=tmp_path)
     assert all_points(target.urls[0], "docs") == all_points(source.urls[0], "docs")
+
+
+def test_rekeying_a_locked_dedup_repository_locks_the_new_encrypted_chunks_as_long_as_the_set(emulator, lock_bucket, tmp_path):
+    endpoint, bucket = lock_bucket
+    base = datetime.now(timezone.utc).replace(microsecond=0)  # locks are judged by moto in real time
+    source, target = emulator(nodes=1), emulator(nodes=1)
+    make_collection(source.urls[0], "docs", points=600)
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "age.txt").write_text(f"{identity}\n")
+    repository = (f's3: {{bucket: {bucket}, prefix: enc, endpoint_url: "{endpoint}", region: us-east-1}}\n'
+                  "    object_lock: {mode: governance}")
+    text = manifest(source, target, repository, [str(identity.to_public())]).replace("rpo: 1h}", "rpo: 1h, retention: {within: 7d}}")
+    write_manifest(tmp_path, text.replace("    encryption: {recipients: [", "    # encryption: {recipients: ["))
+    run("apply", "--auto-approve", "--now", iso(base), cwd=tmp_path)
+    write_manifest(tmp_path, text.replace("rpo: 1h", "rpo: 1000d"))
+    run("chunk-key", "new", "main", "-o", "chunk.key", cwd=tmp_path)
+    run("rekey", "--auto-approve", "--identity", str(tmp_path / "age.txt"), cwd=tmp_path)
+
+    client = s3_client(endpoint)
+    repo = ChunkedRepository(open_s3_repository(bucket, prefix="enc", endpoint_url=endpoint))
+    (record,) = [SetRecord.from_json(repo.get_bytes(o.key), o.key) for o in repo.list("sets/")]
+    until = client.head_object(Bucket=bucket, Key=f"enc/sets/nightly/{record.set_id}.json")["ObjectLockRetainUntilDate"]
+    listing = repo.read_list(record.collections["docs"].archives[0].key)
+    assert listing.keyed
+    for chunk in listing.ids():
+        head = client.head_object(Bucket=bucket, Key=f"enc/{chunk_key(chunk)}")
+        assert head.get("ObjectLockMode") == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] >= until, chunk
