@@ -167,7 +167,8 @@ class EdgePoints(MutableMapping):
         background between writes; here it runs before a snapshot) and everything is on disk."""
         self.shard.optimize()
         self.shard.flush()
-        return sorted(p for p in (self.folder / "segments").iterdir() if p.is_dir() and not p.name.startswith("."))
+        # the engine's own list: folders of segments an optimization replaced are removed later, in the background
+        return sorted(self.folder / "segments" / segment_id for segment_id in self.shard.snapshot_manifest())
 
     def close(self) -> None:
         if self.closed:

@@ -153,6 +153,9 @@ def test_the_optimizer_catches_up_before_a_snapshot_so_old_vectors_stay_byte_ide
     client.upsert("docs", [models.PointStruct(id=i, vector=[i, 1.0, 2.0, 3.0], payload={"n": i}) for i in range(200)])
     folder = cluster.nodes[0].snapshots.collection_dir("docs")
     first = _members(folder / client.create_snapshot("docs").name)
+    live = cluster.nodes[0].state.resolve("docs").shards[0].points.shard.snapshot_manifest()
+    assert {name.split(".tar/")[0].rsplit("/", 1)[1] for name in first} == set(live), \
+        "only the engine's live segments, not the folders of those the optimizer replaced"
     client.upsert("docs", [models.PointStruct(id=7, vector=[7.0, 7.0, 7.0, 7.0], payload={"n": "seven"})])
     second = _members(folder / client.create_snapshot("docs").name)
     [matrix] = [name for name in first if name.endswith("vector_storage/matrix.dat")]
