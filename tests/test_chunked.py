@@ -309,3 +309,17 @@ def test_an_encrypted_chunk_list_names_no_plain_hash_and_a_flipped_byte_is_named
     assert victim in scan.read_error and "damaged" in scan.read_error
     with pytest.raises(QbrError, match="needs the private key"):
         sealed.get_bytes("snapshots/c/one")
+
+
+def test_an_encrypted_repository_cuts_at_keyed_points_and_still_dedups_with_itself(sealed, tmp_path):
+    from qbr.repository.chunks import cut
+
+    data = archive(10, 6 * MIB)
+    sealed.put_sealed("snapshots/c/one", pieces(data))
+    listing = sealed.read_list("snapshots/c/one")
+    plain = [len(c) for c in cut(pieces(data), **sealed.sizes)]
+    assert [n for _, n in listing.chunks] != plain, "cut points depend on the chunk key"
+    assert listing.chunker["seed"] == "keyed" and sum(n for _, n in listing.chunks) == len(data)
+    before = stored_chunks(sealed)
+    sealed.put_sealed("snapshots/c/two", pieces(data))
+    assert stored_chunks(sealed) == before, "the same bytes with the same key: no new chunk"

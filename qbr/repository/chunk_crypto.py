@@ -39,6 +39,7 @@ KEY_ENV = "QBR_CHUNK_KEY_FILE"
 KEYED_HASH = "blake3-keyed"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _CHECK_INPUT = b"qbr chunk key check v1"
+_SEED_INPUT = b"qbr chunker seed v1"
 _FILE_PREFIX = "QBR-CHUNK-KEY-1-"
 
 
@@ -47,6 +48,15 @@ def check_value(key: bytes) -> str:
     import blake3
 
     return blake3.blake3(_CHECK_INPUT, key=key).hexdigest()[:32]
+
+
+def chunker_seed(key: bytes) -> int:
+    """The 63-bit seed FastCDC's gear table is altered with, derived from the chunk key: cut points
+    (and so chunk sizes) depend on a secret too, as borg's and fastcdc-rs's seeds do."""
+    import blake3
+
+    seed = int.from_bytes(blake3.blake3(_SEED_INPUT, key=key).digest()[:8], "little") >> 1  # pyfastcdc shifts it left
+    return seed or 1
 
 
 def keyed_ids(key: bytes) -> Callable[[bytes | memoryview], str]:
@@ -139,10 +149,17 @@ class ChunkSealing:
     def writing_ids(self, repo: Any) -> Callable[[bytes | memoryview], str]:
         """The id function a backup names chunks with; refuses, in one sentence, a repository
         without a chunk key, a key that is not the repository's, and changed recipients."""
+        return keyed_ids(self._writing_key(repo))
+
+    def writing_seed(self, repo: Any) -> int:
+        """The chunker seed a backup cuts with (checked as writing_ids is)."""
+        return chunker_seed(self._writing_key(repo))
+
+    def _writing_key(self, repo: Any) -> bytes:
         with self._guard:
             if self._write_key is None:
                 self._write_key = self._checked_key(repo)
-            return keyed_ids(self._write_key)
+            return self._write_key
 
     def _checked_key(self, repo: Any) -> bytes:
         found = read_key_object(repo)

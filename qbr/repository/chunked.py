@@ -121,8 +121,10 @@ class ChunkedRepository(Repository):
         return len(raw), hashlib.sha256(raw).hexdigest()
 
     def _put_archive(self, key: str, chunks: Iterable[bytes]) -> tuple[ChunkList, bytes, ObjectInfo]:
-        ids = self.sealing.writing_ids(self.inner) if self.sealing is not None else digest
-        writer = _ArchiveWriter(self, ids)
+        ids, seed = digest, 0
+        if self.sealing is not None:  # keyed ids and keyed cut points
+            ids, seed = self.sealing.writing_ids(self.inner), self.sealing.writing_seed(self.inner)
+        writer = _ArchiveWriter(self, ids, seed)
         try:
             listing = writer.write(chunks)
         finally:
@@ -291,9 +293,10 @@ class _ArchiveWriter:
     """One archive's chunks on their way into the store: cut, hashed, new ones compressed and
     stored (IN_FLIGHT at once), confirmed in the index by batches."""
 
-    def __init__(self, repo: ChunkedRepository, ids: Callable[[bytes], str]) -> None:
+    def __init__(self, repo: ChunkedRepository, ids: Callable[[bytes], str], seed: int = 0) -> None:
         self.repo = repo
         self.ids = ids
+        self.seed = seed
         self.known = repo.index.known()
         self.token = new_index_key()[:-len(".json")]
         self.marker = f"{self.token}.pending.json"
@@ -311,7 +314,7 @@ class _ArchiveWriter:
         entries: list[tuple[str, int]] = []
         total = 0
         try:
-            for data in cut(chunks, **self.repo.sizes):
+            for data in cut(chunks, **self.repo.sizes, seed=self.seed):
                 chunk_id = self.ids(data)
                 entries.append((chunk_id, len(data)))
                 total += len(data)
@@ -339,7 +342,8 @@ class _ArchiveWriter:
             except Exception:
                 pass
             raise
-        return ChunkList(total, tuple(entries), self.repo.params, stored)
+        chunker = {**self.repo.params, "seed": "keyed"} if self.seed else self.repo.params  # never the seed itself
+        return ChunkList(total, tuple(entries), chunker, stored)
 
     def _store(self, chunk_id: str, data: bytes) -> tuple[int, str]:
         stored = self.repo.codec.encode(data)

@@ -123,12 +123,14 @@ class _IterReader:
         return n
 
 
-def cut(chunks: Iterable[bytes], avg_size: int = AVG_SIZE, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> Iterator[bytes]:
+def cut(chunks: Iterable[bytes], avg_size: int = AVG_SIZE, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE,
+        seed: int = 0) -> Iterator[bytes]:
     """The content-defined chunks of a byte stream, each as its own bytes; memory: one max chunk
-    plus pyfastcdc's read buffer. An error the source raises propagates unchanged."""
+    plus pyfastcdc's read buffer. An error the source raises propagates unchanged. A `seed`
+    (an encrypted repository's, secret) alters FastCDC's gear table, so cut points depend on it."""
     from pyfastcdc import FastCDC
 
-    cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size, normalized_chunking=NORMALIZATION)
+    cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size, normalized_chunking=NORMALIZATION, seed=seed)
     for piece in cdc.cut_stream(_IterReader(chunks)):
         yield bytes(piece.data)
 
