@@ -378,6 +378,23 @@ def test_a_stored_archive_swapped_for_another_age_file_stops_before_its_last_byt
     assert 0 < sum(map(len, handed)) < len(other)  # the node never got the whole archive
 
 
+def test_the_stored_digest_is_blake3_and_a_checked_stream_holds_its_last_chunk_until_it_matches():
+    import blake3
+
+    from qbr.transfer import tallied
+
+    data = os.urandom(3 << 20)
+    digest = Digest()
+    assert b"".join(tallied(chunks(data, 1 << 20), digest)) == data
+    assert (digest.size, digest.blake3, digest.sha256) == (len(data), blake3.blake3(data).hexdigest(), None)
+    for wrong, message in (({"expected_size": len(data) + 1}, "got 3145728 bytes where 3145729"), ({"expected_blake3": "0" * 64}, "BLAKE3")):
+        handed: list[bytes] = []
+        with pytest.raises(ChecksumError, match=message):
+            for piece in tallied(chunks(data, 1 << 20), Digest(), what="archive a", **wrong):
+                handed.append(piece)
+        assert sum(map(len, handed)) == len(data) - (1 << 20)  # all but the last chunk
+
+
 def test_encryption_refuses_adoption_which_would_store_archives_in_clear_and_accepts_dedup():
     public = str(pyrage.x25519.Identity.generate().to_public())
     with pytest.raises(ManifestError) as error:
