@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.emulator import archive as archives
-from tests.emulator.edge_store import EdgePoints, is_edge
+from tests.emulator.edge_store import EdgePoints, is_edge, load_edge, plain
 
 if TYPE_CHECKING:
     from tests.emulator.cluster import EmulatorNode
@@ -98,13 +98,15 @@ def _rmdir(folder: Path) -> None:
 
 
 def holds_segments(archive: Path, shard_id: int | None) -> bool:
-    """Whether the archive holds Qdrant segments (not the Python engine's points.jsonl) for the shard
-    (`shard_id` None: a shard snapshot, its files at the root)."""
+    """Whether the archive holds Qdrant segments for the shard (`segments/<id>.tar` or
+    `segments/<id>/...`; not the Python engine's points.jsonl nor a synthetic filler);
+    `shard_id` None: a shard snapshot, its files at the root."""
     prefix = "segments/" if shard_id is None else f"{shard_id}/segments/"
     with tarfile.open(archive, "r:") as tar:
         for member in tar:
             name = member.name.removeprefix("./")
-            if name.startswith(prefix) and not name.endswith(("points.jsonl", "payload_index.json")) and name != prefix:
+            rest = name[len(prefix):].strip("/") if name.startswith(prefix) else ""
+            if rest.endswith(".tar") or "/" in rest:
                 return True
     return False
 
@@ -119,6 +121,31 @@ def shard_snapshot(archive: Path, shard_id: int, out: Path) -> Path:
                 member.name = name[len(prefix):]
                 packed.addfile(member, tar.extractfile(member) if member.isfile() else None)
     return out
+
+
+def read_points(node: EmulatorNode, archive: Path, shard_id: int | None) -> list[dict]:
+    """The points of a shard's segments, read with Qdrant's engine (the Python engine recovering an
+    archive of real segments)."""
+    edge = load_edge()
+    scratch = node.snapshots.temp_path("edge-read")
+    scratch.mkdir(parents=True)
+    try:
+        source = archive if shard_id is None else shard_snapshot(archive, shard_id, scratch / "shard.tar")
+        edge.EdgeShard.unpack_snapshot(str(source), str(scratch / "shard"))
+        shard = edge.EdgeShard.load(str(scratch / "shard"))
+        points, offset = [], None
+        try:
+            while True:
+                records, offset = shard.scroll(edge.ScrollRequest(offset=offset, limit=1000, with_payload=True,
+                                                                  with_vector=True))
+                points += [{"id": plain(r.id), "vector": plain(r.vector), "payload": plain(r.payload) or {}}
+                           for r in records]
+                if offset is None:
+                    return points
+        finally:
+            shard.close()
+    finally:
+        _rmdir(scratch)
 
 
 def restore_shard(node: EmulatorNode, store: EdgePoints, archive: Path, shard_id: int | None) -> None:

@@ -68,6 +68,18 @@ def _load_edge(node: EmulatorNode, shard: Shard, archive: ArchiveData, sid: int 
         shard.points.replace(_points(raw_points))
 
 
+def _readable(node: EmulatorNode, shard: Shard, archive: ArchiveData, sid: int | None, raw: list[dict]) -> list[dict]:
+    """The Python engine reads an archive of real segments (Qdrant's, or an edge-mode emulator's)
+    with qdrant-edge-py; its own archives carry their points as JSON lines."""
+    if is_edge(shard.points) or archive.source is None or not edge_archive.holds_segments(archive.source, sid):
+        return raw
+    try:
+        return edge_archive.read_points(node, archive.source, sid)
+    except RuntimeError:  # qdrant-edge-py is not installed
+        raise bad_input("Snapshot holds Qdrant segments, which the emulator reads with qdrant-edge-py: "
+                        "pip install qdrant-edge-py") from None
+
+
 def apply_shard_data(collection: Collection, shard: Shard, node: int, raw_points: list[dict],
                      indexes: dict, priority: str, edge_load=None) -> None:
     """Restore one replica from an archive and activate it.
@@ -149,6 +161,7 @@ def recover_collection(node: EmulatorNode, name: str, archive: ArchiveData, prio
                 if shard.state_of(node.index) == recovering and before != recovering:
                     shard.states[node.index] = before
                 continue
+            points = _readable(node, shard, archive, sid, points)
             apply_shard_data(collection, shard, node.index, points, archive.shard_indexes.get(sid, {}), priority,
                              lambda: _load_edge(node, shard, archive, sid, points))
         state.commit += 1
@@ -172,7 +185,7 @@ def recover_shard(node: EmulatorNode, name: str, shard_id: int, archive: Archive
         with state.lock:
             if collection.shards.get(shard_id) is not shard:
                 raise ApiError(404, f"Not found: shard {shard_id} not found")
-            raw = archive.shard_points.get(shard_id) or []
+            raw = _readable(node, shard, archive, None, archive.shard_points.get(shard_id) or [])
             apply_shard_data(collection, shard, node.index, raw, archive.shard_indexes.get(shard_id, {}), priority,
                              lambda: _load_edge(node, shard, archive, None, raw))
             state.commit += 1

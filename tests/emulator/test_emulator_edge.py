@@ -162,3 +162,13 @@ def test_the_optimizer_catches_up_before_a_snapshot_so_old_vectors_stay_byte_ide
     assert second[matrix] == first[matrix], "the immutable segment's vectors are the same bytes"
     [seven] = client.retrieve("docs", [7], with_vectors=True)
     assert (seven.vector, seven.payload, client.count("docs").count) == ([7.0, 7.0, 7.0, 7.0], {"n": "seven"}, 200)
+
+
+def test_the_python_engine_recovers_an_archive_of_real_segments_point_for_point(emulator):
+    source, target = emulator(engine="edge"), emulator()
+    client = _client(source.urls[0])
+    _fill(client, shards=1, count=12)
+    name = client.create_snapshot("docs").name
+    other = _client(target.urls[0])
+    assert other.recover_snapshot("docs", f"{source.urls[0]}/collections/docs/snapshots/{name}")
+    assert _everything(other) == _everything(client)
