@@ -9,7 +9,8 @@ Repository.put_stream with the snapshot's size) into (a) a local-folder reposito
 (moto's server in a process of its own, as a real S3 endpoint is another process or machine;
 `--moto in-process` runs moto's ThreadedMotoServer in this process, as the test suite does, where
 its ~6 CPU ms/MiB share this interpreter with both clients). `--without-sha256` adds qbr's S3 path
-without the check of Qdrant's sha256 (what that check costs; boto3 checks nothing).
+without the check of Qdrant's sha256 (what that check costs; boto3 checks nothing), and qbr's
+upload alone (S3Repository.put_stream fed by the baseline's own http.client GET).
 Baselines: the same HTTP download copied to a new file with shutil.copyfileobj (no hashing;
 fsynced, as the local repository fsyncs); the same copy hashing every chunk with sha256 on the way (the
 least a verified copy can do, in one thread); and the same download handed to a plain boto3
@@ -312,7 +313,7 @@ def run_size(
     plain_file = work / f"plain-{size_mib}.snapshot"
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
         "plain-file", "plain-file-sha256", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local",
-        "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare), *(["qbr-s3-nosha"] if without_sha256 else []))}
+        "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare), *(["qbr-s3-nosha", "qbr-s3-rawdl"] if without_sha256 else []))}
     others = {n: S3Repository(bucket, f"bench-{size_mib}-{n}", endpoint, "us-east-1", in_flight=n) for n in compare}
 
     requests = ""
@@ -361,8 +362,16 @@ def run_size(
         times["qbr-s3-nosha"].append(_timed(lambda: qbr_backup(client, collection, snapshot, remote, key, check=False)))
         remote.delete(key)
 
+    def qbr_upload_alone() -> None:  # qbr's upload fed by the baseline's own GET: the upload path alone
+        def run() -> None:
+            response = _raw_get(url, path)
+            remote.put_stream(key, iter(lambda: response.read(MIB), b""), size=size)
+            response.close()
+        times["qbr-s3-rawdl"].append(_timed(run))
+        remote.delete(key)
+
     local_runs = [] if s3_only else [plain_local(False), plain_local(True), qbr_local]
-    s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare), *([qbr_s3_unchecked] if without_sha256 else [])]
+    s3_runs = [plain_s3, qbr_s3, *(qbr_s3_with(n) for n in compare), *([qbr_s3_unchecked, qbr_upload_alone] if without_sha256 else [])]
     for n in range(repeat):
         for run in local_runs[n % 3:] + local_runs[:n % 3]:
             run()
@@ -396,7 +405,8 @@ def run_size(
     cpu = {name: median([c for _, c in runs]) * 1000 / (size / MIB) for name, runs in times.items()}
     rows = []
     pairs = [*PAIRS, *((f"backup -> S3 (moto), {n} parts in flight", "plain-s3", f"qbr-s3-{n}") for n in compare),
-             *([("backup -> S3 (moto), no sha256 check", "plain-s3", "qbr-s3-nosha")] if without_sha256 else [])]
+             *([("backup -> S3 (moto), no sha256 check", "plain-s3", "qbr-s3-nosha"),
+                ("backup -> S3 (moto), qbr's upload alone", "plain-s3", "qbr-s3-rawdl")] if without_sha256 else [])]
     for direction, base, ours in pairs:
         if base not in times or ours not in times:
             continue
@@ -439,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-in-flight", type=int, nargs="*", default=[],
                         help="also back up into S3 with these many parts in flight (extra rows and ratios)")
     parser.add_argument("--without-sha256", action="store_true",
-                        help="also back up into S3 without checking Qdrant's sha256 (an extra row and ratio)")
+                        help="also back up into S3 without checking Qdrant's sha256, and with qbr's upload alone "
+                             "fed by the baseline's GET (extra rows and ratios)")
     parser.add_argument("--s3-backup-only", action="store_true",
                         help="only the backups into S3 (no local backups, no restores): more runs in the same time")
     parser.add_argument("--breakdown", action="store_true",
@@ -496,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             print_ratio(f"backup_s3_inflight{k}_{n}mib", rate[f"rate:qbr-s3-{k}"] / rate["rate:plain-s3"],
                         f"qbr with {k} parts in flight MiB/s / plain boto3 upload_fileobj MiB/s")
         if args.without_sha256:
+            print_ratio(f"backup_s3_upload_alone_{n}mib", rate["rate:qbr-s3-rawdl"] / rate["rate:plain-s3"],
+                        "S3Repository.put_stream fed by the baseline's http.client GET (no sha256) MiB/s / plain boto3 MiB/s")
             print_ratio(f"backup_s3_no_sha256_{n}mib", rate["rate:qbr-s3-nosha"] / rate["rate:plain-s3"],
                         "qbr without its sha256 check MiB/s / plain boto3 upload_fileobj MiB/s")
     return 0
