@@ -140,7 +140,8 @@ def qbr_settings(remote: S3Repository, size: int) -> str:
     client = remote._client.meta.config
     return (f"qbr S3Repository.put_stream: {part // MIB} MiB parts, "
             f"{parts_in_flight(part, True, remote.in_flight)} in flight, {client.max_pool_connections} "
-            f"connections, request checksums {client.request_checksum_calculation} (an endpoint_url: no CRC32)")
+            f"connections, request checksums {client.request_checksum_calculation} "
+            + ("(CRC32 on each part)" if client.request_checksum_calculation == "when_supported" else "(no CRC32)"))
 
 
 def qbr_backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str,
@@ -297,6 +298,7 @@ def breakdown(size_mib: int, repeat: int, url: str, work: Path) -> None:
 def run_size(
     size_mib: int, repeat: int, url: str, endpoint: str, bucket: str, work: Path, in_flight: int | None,
     compare: tuple[int, ...] = (), without_sha256: bool = False, show_settings: bool = False, s3_only: bool = False,
+    checksums: str | None = None,
 ) -> tuple[list[list[object]], dict[str, float], str]:
     collection = f"bench{size_mib}"
     client = QdrantClient(url, snapshot_timeout=600, timeout=600)
@@ -308,13 +310,14 @@ def run_size(
     path = f"/collections/{collection}/snapshots/{snapshot.name}"
     s3 = s3_client(endpoint)
     local = open_local_repository(work / f"repo-{size_mib}")
-    remote = S3Repository(bucket, f"bench-{size_mib}", endpoint, "us-east-1", in_flight=in_flight)
+    remote = S3Repository(bucket, f"bench-{size_mib}", endpoint, "us-east-1", in_flight=in_flight, checksums=checksums)
     key = f"snapshots/{collection}/bench.{snapshot.name}"
     plain_file = work / f"plain-{size_mib}.snapshot"
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (
         "plain-file", "plain-file-sha256", "qbr-local", "plain-s3", "qbr-s3", "plain-upload", "qbr-upload-local",
         "qbr-upload-s3", *(f"qbr-s3-{n}" for n in compare), *(["qbr-s3-nosha", "qbr-s3-rawdl"] if without_sha256 else []))}
-    others = {n: S3Repository(bucket, f"bench-{size_mib}-{n}", endpoint, "us-east-1", in_flight=n) for n in compare}
+    others = {n: S3Repository(bucket, f"bench-{size_mib}-{n}", endpoint, "us-east-1", in_flight=n, checksums=checksums)
+              for n in compare}
 
     requests = ""
     if show_settings:
@@ -451,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--without-sha256", action="store_true",
                         help="also back up into S3 without checking Qdrant's sha256, and with qbr's upload alone "
                              "fed by the baseline's GET (extra rows and ratios)")
+    parser.add_argument("--checksums", choices=["when_required", "when_supported"], default=None,
+                        help="qbr's S3 checksum mode (the manifest's `checksums`); default: qbr's for a custom "
+                             "endpoint, when_required (no CRC32); when_supported is botocore's and boto3's default")
     parser.add_argument("--s3-backup-only", action="store_true",
                         help="only the backups into S3 (no local backups, no restores): more runs in the same time")
     parser.add_argument("--breakdown", action="store_true",
@@ -475,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                 for size_mib in args.size_mib:
                     rows, rate, counted = run_size(size_mib, args.repeat, url, endpoint, bucket, work, args.in_flight,
                                                    tuple(args.compare_in_flight), args.without_sha256,
-                                                   show_settings=not all_rows, s3_only=args.s3_backup_only)
+                                                   show_settings=not all_rows, s3_only=args.s3_backup_only,
+                                                   checksums=args.checksums)
                     all_rows += rows
                     results.append(rate)
                     requests.append(f"{size_mib} MiB: {counted}")
