@@ -1,7 +1,8 @@
 """Throughput of qbr's streamed transfers against a plain copy of the same bytes, in the same run.
 
     python benchmarks/transfer.py [--size-mib 256 [1024 ...]] [--repeat 5] [--moto process|in-process]
-                                  [--in-flight N] [--compare-in-flight N ...] [--without-sha256] [--breakdown]
+                                  [--in-flight N] [--compare-in-flight N ...] [--without-sha256]
+                                  [--checksums when_required|when_supported] [--s3-backup-only] [--breakdown]
 
 Backup: one synthetic snapshot of a Qdrant emulator node (its own process) goes through qbr's
 real path (QdrantClient.download_snapshot -> qbr.transfer.verified (sha256 + size) ->
