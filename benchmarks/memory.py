@@ -1,6 +1,6 @@
 """Peak memory of qbr's process while it streams one snapshot, against the snapshot's size.
 
-    python benchmarks/memory.py [--size-mib 64 256 1024 [4096]] [--kinds local s3] [--directions backup restore]
+    python benchmarks/memory.py [--size-mib 64 256 1024 [4096]] [--kinds local s3 dedup] [--directions backup restore]
 
 Each measurement runs in a fresh child process (so ru_maxrss is that transfer's and nothing
 else's): backup = QdrantClient.download_snapshot -> transfer.verified -> Repository.put_stream
@@ -9,6 +9,8 @@ restore = QdrantClient.upload_snapshot(lambda: repo.open_read(key)). The child r
 tracemalloc peak (Python allocations) and how much ru_maxrss (the whole process: C buffers,
 OpenSSL, botocore...) grew during the transfer. The Qdrant emulator and moto's S3 server run
 in processes of their own (moto keeps objects in its memory), so only qbr is measured.
+dedup = a folder repository with `dedup: true` (qbr.repository.chunked: FastCDC, zstd, chunks
+stored once), starting empty at each size, so every chunk is new.
 If memory is flat, the peak at the largest size is about the peak at the smallest. For S3 the
 table also shows the part size chosen for the size and the bound on the parts held at once
 (parts in flight x part size), which the traced peak should stay under, plus a few MiB of chunks.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +60,10 @@ def child(spec: dict) -> dict:
     client = QdrantClient(spec["url"], snapshot_timeout=600, timeout=600)
     if spec["kind"] == "local":
         repo = open_local_repository(Path(spec["path"]))
+    elif spec["kind"] == "dedup":  # content-defined chunks, zstd, stored once (issue 15)
+        from qbr.repository.chunked import ChunkedRepository
+
+        repo = ChunkedRepository(open_local_repository(Path(spec["path"])))
     else:
         repo = open_s3_repository(spec["bucket"], "memory", endpoint_url=spec["endpoint"], region="us-east-1")
     # Warm up what is set up lazily (connection pools, botocore's endpoint and models), so the
@@ -121,7 +128,7 @@ def run_child(spec: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qbr's peak memory against snapshot size.")
     parser.add_argument("--size-mib", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--kinds", nargs="+", choices=["local", "s3"], default=["local", "s3"])
+    parser.add_argument("--kinds", nargs="+", choices=["local", "s3", "dedup"], default=["local", "s3", "dedup"])
     parser.add_argument("--directions", nargs="+", choices=["backup", "restore"], default=["backup", "restore"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                             print("  " + "  ".join(str(c) for c in rows[-1]), flush=True)
                         if kind == "local":
                             (work / "repo").joinpath(*key.split("/")).unlink()
+                        elif kind == "dedup":  # its chunks too: every size starts from an empty repository
+                            shutil.rmtree(work / "repo")
                         else:
                             s3.delete_object(Bucket=bucket, Key=f"memory/{key}")
             finally:

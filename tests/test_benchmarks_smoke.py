@@ -74,16 +74,16 @@ def test_memory_measures_every_kind_direction_and_size(runs):
     found = ratios(runs["memory"])
     expected = {
         f"{kind}_{direction}_{what}"
-        for kind in ("local", "s3")
+        for kind in ("local", "s3", "dedup")
         for direction in ("backup", "restore")
         for what in ("traced_peak_4_vs_2mib", "rss_peak_4_vs_2mib", "rss_growth_per_byte_4mib")
     }
     assert set(found) == expected | {"s3_backup_traced_mib_beyond_parts_bound"}
     # The children really traced something and really ran: a peak ratio of 0 would mean no data.
     assert all(found[name] > 0 for name in expected if "peak" in name)
-    table_row = re.compile(r"^(local|s3)\s+(backup|restore)\s")
+    table_row = re.compile(r"^(local|s3|dedup)\s+(backup|restore)\s")
     rows = [line for line in runs["memory"].stdout.splitlines() if table_row.match(line)]
-    assert len(rows) == 8  # one table row per repository kind, direction and size
+    assert len(rows) == 12  # one table row per repository kind, direction and size
 
 
 def test_plan_time_reports_growth_for_the_pure_planner_and_observe(runs):
