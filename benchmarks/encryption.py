@@ -28,7 +28,7 @@ from pathlib import Path
 from _common import MIB, emulator_process, median, print_ratio, print_table
 
 from qbr import encryption
-from qbr.apply.at_rest import plaintext, put_encrypted
+from qbr.apply.at_rest import encrypts_inline, plaintext, put_encrypted
 from qbr.qdrant import QdrantClient, SnapshotInfo
 from qbr.records import ArchiveRecord
 from qbr.repository import Repository, open_local_repository
@@ -67,7 +67,8 @@ def _timed(work: Callable[[], object]) -> tuple[float, float, float]:
 def backup(client: QdrantClient, collection: str, snapshot: SnapshotInfo, repo: Repository, key: str, recipients: list | None) -> Digest | None:
     digest = Digest()
     with client.download_snapshot(collection, snapshot.name) as stream:
-        plain = verified(stream, digest, what="snapshot", expected_size=snapshot.size, expected_sha256=snapshot.checksum)
+        plain = verified(stream, digest, what="snapshot", expected_size=snapshot.size, expected_sha256=snapshot.checksum,
+                         inline=encrypts_inline(repo, recipients))  # as qbr.apply.backup does
         if recipients is None:
             repo.put_stream(key, plain, size=snapshot.size)
             return None

@@ -358,13 +358,15 @@ def _x25519_keys(keys: list[Any], kind: str) -> list[str] | None:
     return [str(key) for key in keys] if keys and all(isinstance(key, wanted) for key in keys) else None
 
 
-def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any]) -> Iterator[bytes]:
+def encrypt_stream(chunks: Iterable[bytes], recipients: list[Any], *, inline: bool = False) -> Iterator[bytes]:
     """The age encryption of the bytes `chunks` yields, streamed: by qbr.age_format (OpenSSL,
-    the GIL released) when every recipient is an age1 key, else by pyrage in a thread."""
+    the GIL released) when every recipient is an age1 key, else by pyrage in a thread. `inline`:
+    age1 keys encrypt in the consumer's thread instead of one running ahead of it."""
     pyrage = _pyrage()
     keys = _x25519_keys(recipients, "Recipient")
     if keys is not None:
-        return _ahead(age_format.encrypt(chunks, [age_format.recipient_key(key) for key in keys]), "qbr-age-encrypt")
+        sealed = age_format.encrypt(chunks, [age_format.recipient_key(key) for key in keys])
+        return sealed if inline else _ahead(sealed, "qbr-age-encrypt")
 
     def translate(error: BaseException) -> BaseException:
         return QbrError(f"encryption failed: {error}")

@@ -45,6 +45,12 @@ def label(fingerprint: str) -> str:
 # -- archives ------------------------------------------------------------------------------
 
 
+def encrypts_inline(repo: Any, recipients: Any) -> bool:
+    """Whether a backup into `repo` hashes in the thread that reads (see put_encrypted): an
+    encrypted whole archive; a dedup repository cuts and seals chunks in threads of its own."""
+    return recipients is not None and not getattr(repo, "seals_chunks", False)
+
+
 def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: int | None, what: str) -> Digest:
     """Encrypt the plaintext chunks `plain` into `key`; the stored object's size and digest
     (BLAKE3 for a whole archive, sha256 for a dedup repository's chunk list)."""
@@ -53,7 +59,12 @@ def put_encrypted(repo: Any, key: str, plain: Any, recipients: list[Any], size: 
         return Digest(size=stored_size, sha256=stored_sha256)
     stored = Digest()
     bound = encryption.ciphertext_size(size, len(recipients)) if size is not None else None
-    repo.put_stream(key, tallied(encryption.encrypt_stream(plain, recipients), stored), size=bound)
+    # One thread reads, hashes, encrypts and takes the BLAKE3 (each step releases the GIL): on two
+    # cores shared with the node, handing chunks to three more threads cost more than it saved
+    # (benchmarks/encryption.py: 2.07-2.42 CPU ms/MiB with them, 1.68 without). Give `plain` as
+    # verified(..., inline=True) when encrypts_inline().
+    sealed = encryption.encrypt_stream(plain, recipients, inline=True)
+    repo.put_stream(key, tallied(sealed, stored, inline=True), size=bound)
     return stored
 
 

@@ -199,7 +199,8 @@ def _store_snapshot(ctx: ActionContext, p: CopyArchive, client: Any, snapshot: A
                 digest = Digest()
                 size = snapshot.size if snapshot.size is not None else stream.size  # S3 sizes its parts by it
                 plain = verified(stream, digest, what=what, expected_size=snapshot.size,
-                                 expected_sha256=snapshot.checksum, progress=ctx.progress)
+                                 expected_sha256=snapshot.checksum, progress=ctx.progress,
+                                 inline=at_rest.encrypts_inline(repo, recipients))
                 if recipients is not None:
                     stored = at_rest.put_encrypted(repo, key, plain, recipients[0], size, what)
                 else:
