@@ -17,7 +17,7 @@ from qbr.verify.judge import check_sets, uncounted
 from qbr.verify.report import ArchiveScan, RestoreCheck, SetCheck, VerifyReport
 from qbr.verify.restore_test import restore_test
 from qbr.verify.scan import scan_archive
-from qbr.verify.sse import sse_findings
+from qbr.verify.sse import chunk_keys, sse_findings
 
 
 def verify(
@@ -73,6 +73,7 @@ def verify(
             from qbr.locks import REPOSITORY_LOCK_KEY
 
             keys = sorted({set_key(s.backup, s.set_id) for s in sets} | set(kinds)) + [REPOSITORY_LOCK_KEY]
+            keys += chunk_keys(repo, sorted(kinds))
             found = sse_findings(repo, keys, manifest.repositories[repo_name].sse, f"repository {repo_name}", connections.parallelism)
             unencrypted += found[0]
             sse_warnings += found[1]

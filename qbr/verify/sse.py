@@ -3,7 +3,8 @@
 qbr asks for the declared SSE on every object it writes (qbr.repository.protection), but an
 object written behind its back, before `sse` was declared, or by a tool that dropped the
 headers is stored however the bucket's default says. verify asks S3 (HeadObject) how each object
-it checks is held: set records, archives, the repository's lock and the state and its lock when
+it checks is held: set records, archives (in a dedup repository: their chunk lists and every
+chunk they name, where the bytes are), the repository's lock and the state and its lock when
 they are there. One without the declared mode (or KMS key) is a problem, a sentence naming it.
 
 KMS keys: S3 reports the key an object was encrypted with as an ARN. A declared key id or ARN
@@ -30,6 +31,25 @@ def stored_sse(repo: Any, key: str) -> tuple[str | None, str | None] | None:
             return None
         raise repo._error(error, "lookup of server-side encryption", key) from None
     return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+
+
+def chunk_keys(repo: Any, archive_keys: list[str]) -> list[str]:
+    """The keys of the chunks the chunk lists at `archive_keys` name (none for a whole-archive
+    repository, or an archive stored whole): one GET per list."""
+    read_list = getattr(repo, "read_list", None)
+    if read_list is None:
+        return []
+    from qbr.repository.chunks import chunk_key
+
+    named: set[str] = set()
+    for key in archive_keys:
+        try:
+            listing = read_list(key)
+        except QbrError:
+            continue  # verify reports an unreadable archive on its own
+        if listing is not None:
+            named |= {chunk_key(chunk_id) for chunk_id in listing.ids()}
+    return sorted(named)
 
 
 def _key_tail(text: str) -> str:

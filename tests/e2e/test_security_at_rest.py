@@ -441,3 +441,26 @@ def test_an_encrypted_backup_hashes_and_encrypts_in_the_thread_that_reads(emulat
     assert stored.startswith(b"age-encryption.org/v1\n") and len(stored) > 3 << 20
     assert qbr("verify", cwd=tmp_path).exit_code == 0
     assert qbr("verify", "--deep", "--identity", str(key), cwd=tmp_path, env={ENGINE_ENV: EMULATOR_COUNTER}).exit_code == 0
+
+
+def test_verify_asks_s3_how_each_chunk_of_a_dedup_repository_is_held(emulator, s3_bucket, tmp_path):
+    """In a dedup repository the archive's bytes live in its chunks, so an SSE check of the chunk
+    lists alone would miss the data itself."""
+    endpoint, bucket = s3_bucket
+    source, _ = _source(emulator)
+    repository = (f's3: {{bucket: {bucket}, prefix: d, endpoint_url: "{endpoint}", region: us-east-1}}\n'
+                  '    dedup: true\n    sse: {mode: AES256}')
+    write_manifest(tmp_path, _plain_manifest(source, repository, "{path: ./state.json}"))
+    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
+    clean = qbr("verify", cwd=tmp_path)
+    assert clean.exit_code == 0 and "SSE" not in clean.output, clean.output
+
+    client = s3_client(endpoint)
+    objects = _bucket_objects(endpoint, bucket)
+    chunks = sorted(k for k in objects if k.startswith("d/chunks/"))
+    assert chunks, sorted(objects)
+    client.put_object(Bucket=bucket, Key=chunks[0], Body=objects[chunks[0]])  # rewritten without SSE
+    run = qbr("verify", cwd=tmp_path)
+    assert run.exit_code == 1, run.output
+    assert f"repository main: s3://{bucket}/{chunks[0]} is stored without SSE where the manifest declares AES256" in run.output
+    assert sum("SSE" in line for line in run.output.splitlines()) == 1, run.output
