@@ -464,3 +464,32 @@ def test_verify_asks_s3_how_each_chunk_of_a_dedup_repository_is_held(emulator, s
     assert run.exit_code == 1, run.output
     assert f"repository main: s3://{bucket}/{chunks[0]} is stored without SSE where the manifest declares AES256" in run.output
     assert sum("SSE" in line for line in run.output.splitlines()) == 1, run.output
+
+
+def test_verify_warns_about_a_bucket_open_to_the_public_and_not_about_one_that_blocks_it(emulator, s3_bucket, tmp_path):
+    import json
+
+    endpoint, bucket = s3_bucket
+    source, _ = _source(emulator)
+    repository = f's3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}'
+    write_manifest(tmp_path, _plain_manifest(source, repository, "{path: ./state.json}"))
+    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
+    client = s3_client(endpoint)
+    names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+
+    run = qbr("verify", cwd=tmp_path)  # a new bucket, as moto makes it: no configuration at all
+    assert run.exit_code == 0 and f"bucket {bucket} has no Block Public Access configuration" in run.output, run.output
+
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    client.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        **dict.fromkeys(names, True), "BlockPublicPolicy": False, "RestrictPublicBuckets": False})
+    run = qbr("verify", cwd=tmp_path)
+    assert run.exit_code == 0, run.output  # warnings, not problems: the backups themselves are fine
+    assert "does not block public access fully (BlockPublicPolicy, RestrictPublicBuckets off)" in run.output, run.output
+    assert f"bucket {bucket} has a policy that lets anyone read its objects" in run.output, run.output
+
+    client.delete_bucket_policy(Bucket=bucket)
+    client.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=dict.fromkeys(names, True))
+    run = qbr("verify", cwd=tmp_path)
+    assert run.exit_code == 0 and "public" not in run.output.lower(), run.output
