@@ -268,6 +268,28 @@ class _QueueWriter(io.RawIOBase):
 _END = object()
 
 
+def _received(out: "queue.Queue[Any]", stop: threading.Event, worker: threading.Thread) -> Iterator[bytes]:
+    """Start `worker` and yield what it sends through `out` until _END; an exception it sends is
+    raised here. A consumer that stops early sets `stop` and drains `out` until the worker ends."""
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                out.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
 def _piped(work: Callable[[Any, Any], None], chunks: Iterable[bytes], name: str, translate: Callable[[BaseException], BaseException]) -> Iterator[bytes]:
     out: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
     stop = threading.Event()
@@ -286,24 +308,7 @@ def _piped(work: Callable[[Any, Any], None], chunks: Iterable[bytes], name: str,
             except _Stopped:
                 pass
 
-    worker = threading.Thread(target=run, name=name, daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                out.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
+    yield from _received(out, stop, threading.Thread(target=run, name=name, daemon=True))
 
 
 def _ahead(stream: Iterator[bytes], name: str) -> Iterator[bytes]:
@@ -331,24 +336,7 @@ def _ahead(stream: Iterator[bytes], name: str) -> Iterator[bytes]:
             if close is not None:
                 close()
 
-    worker = threading.Thread(target=run, name=name, daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                out.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
+    yield from _received(out, stop, threading.Thread(target=run, name=name, daemon=True))
 
 
 def _x25519_keys(keys: list[Any], kind: str) -> list[str] | None:

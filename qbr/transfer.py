@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Callable, Generator, Iterable, Iterator
 
 from qbr import faultpoints
 from qbr.errors import ChecksumError
@@ -92,6 +92,33 @@ class ChunkWorker:
             self._thread = None
 
 
+def _all_but_last(
+    chunks: Iterable[bytes], worker: ChunkWorker, seen: Callable[[bytes], None] | None = None,
+) -> Generator[bytes, None, tuple[int, bytes | None]]:
+    """Give every non-empty chunk (as bytes) to `worker` and yield all but the last, which is
+    returned with the byte count once the worker is done: the caller checks the digest before
+    handing the last chunk on, so a consumer sees a mismatch instead of a clean end."""
+    size = 0
+    pending: bytes | None = None
+    try:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)
+            worker.put(chunk)
+            size += len(chunk)
+            if seen is not None:
+                seen(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+        worker.finish()
+    finally:
+        worker.close()
+    return size, pending
+
+
 def verified(
     chunks: Iterable[bytes],
     digest: Digest,
@@ -109,26 +136,13 @@ def verified(
     a `bytes` copy (it is hashed while the consumer holds it, so it must not change). `inline`:
     hash in the consumer's thread (when that thread does other GIL-free work per chunk too)."""
     sha = hashlib.sha256()
-    hasher = ChunkWorker(sha.update, "qbr-sha256", inline=inline)
-    size = 0
-    pending: bytes | None = None
-    try:
-        for chunk in chunks:
-            if not chunk:
-                continue
-            if type(chunk) is not bytes:
-                chunk = bytes(chunk)
-            hasher.put(chunk)
-            size += len(chunk)
-            if progress is not None:
-                progress.advance(len(chunk))
-            faultpoints.reached("transfer.chunk")
-            if pending is not None:
-                yield pending
-            pending = chunk
-        hasher.finish()
-    finally:
-        hasher.close()
+
+    def seen(chunk: bytes) -> None:
+        if progress is not None:
+            progress.advance(len(chunk))
+        faultpoints.reached("transfer.chunk")
+
+    size, pending = yield from _all_but_last(chunks, ChunkWorker(sha.update, "qbr-sha256", inline=inline), seen)
     digest.size, digest.sha256 = size, sha.hexdigest()
     if expected_size is not None and size != expected_size:
         raise ChecksumError(
@@ -155,23 +169,7 @@ def tallied(
     import blake3
 
     hasher = blake3.blake3()
-    worker = ChunkWorker(hasher.update, "qbr-blake3", inline=inline)
-    size = 0
-    pending: bytes | None = None
-    try:
-        for chunk in chunks:
-            if not chunk:
-                continue
-            if type(chunk) is not bytes:
-                chunk = bytes(chunk)
-            worker.put(chunk)
-            size += len(chunk)
-            if pending is not None:
-                yield pending
-            pending = chunk
-        worker.finish()
-    finally:
-        worker.close()
+    size, pending = yield from _all_but_last(chunks, ChunkWorker(hasher.update, "qbr-blake3", inline=inline))
     digest.size, digest.blake3 = size, hasher.hexdigest()
     if expected_size is not None and size != expected_size:
         raise ChecksumError(f"{what}: got {size} bytes where {expected_size} were expected (cut short or altered)")
