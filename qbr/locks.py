@@ -94,6 +94,7 @@ class LockTarget:
     order: tuple[int, str]  # its place among an apply's locks; equal orders are one lock
     locking: str = "conditional"  # the manifest's s3.locking: or "unsafe-single-writer"
     setting: str = "its s3 block"  # where the manifest sets it, for messages
+    repository: str | None = None  # the manifest's name of the repository it lives in (None: the state's)
 
     def read(self) -> tuple[LockInfo | None, str | None, bytes] | None:
         """(holder, etag, bytes) of exactly one stored version (holder None: unreadable), or None."""
@@ -121,7 +122,7 @@ def repository_target(config: RepositoryConfig) -> LockTarget:
         identity = f"path {os.path.realpath(config.path)}"
     where = f"the repository {config.name} ({repo.describe()})"
     return LockTarget(repo, REPOSITORY_LOCK_KEY, f"the lock of repository {config.name}", where, (1, identity),
-                      locking=config.s3.locking, setting=f"repositories.{config.name}.s3")
+                      locking=config.s3.locking, setting=f"repositories.{config.name}.s3", repository=config.name)
 
 
 def lock_targets(manifest: Manifest, state: LockTarget, *, every_repository: bool = False) -> list[LockTarget]:
@@ -390,14 +391,20 @@ class LockSet:
         ]
 
     def acquire(self, timeout: float) -> None:
+        """Take them all or none; `failed` then names the target whose store or lock refused."""
         deadline = time.monotonic() + max(0.0, timeout)
+        self.failed: LockTarget | None = None
         try:
             for lock in self.locks:  # a store that cannot hold a lock is refused before any is taken
+                self.failed = lock.target
                 lock.check_store()
             for lock in self.locks:  # start watching every lock now: dead ones cost one lease in all
+                self.failed = lock.target
                 lock.observe()
             for lock in self.locks:
+                self.failed = lock.target
                 lock.acquire(max(0.0, deadline - time.monotonic()))
+            self.failed = None
         except BaseException:
             self.release()
             raise

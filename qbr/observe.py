@@ -18,7 +18,7 @@ from qbr.connections import Connections
 from qbr.errors import NotFoundError, QbrError, QdrantError, RepositoryError
 from qbr.manifest import AdoptConfig, Manifest
 from qbr.planner.backups import backup_is_due
-from qbr.planner.targets import needs, reads_live_source, unreachable_hint
+from qbr.planner.targets import needs, reads_live_source, unreachable_hint, with_repository_hint
 from qbr.records import (
     SETS_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -147,10 +147,7 @@ def _reach_repository(manifest: Manifest, connections: Connections, name: str, t
     try:
         return _observe_repository(connections, name)
     except RepositoryError as error:
-        hint = unreachable_hint(manifest, name, targets, repository=True)
-        if not hint or isinstance(error, NotFoundError):
-            raise
-        raise RepositoryError(str(error).rstrip(". ") + hint + ".") from None
+        raise with_repository_hint(manifest, error, name, targets) from None
 
 
 def _clusters_in_use(manifest: Manifest) -> list[str]:

@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 from qbr.apply import Applier, ApplyReport, Outcome
 from qbr.connections import Connections
-from qbr.errors import StalePlanError
+from qbr.errors import RepositoryError, StalePlanError
 from qbr.locks import LockSet, lock_targets, repository_target
 from qbr.manifest import Manifest
 from qbr.observe import observe
 from qbr.plan import Action, Plan
 from qbr.planner import make_plan
-from qbr.planner.targets import check_targets, needs
+from qbr.planner.targets import check_targets, needs, with_repository_hint
 from qbr.state import State
 from qbr.state_store import StateStore, state_lock_target
 from qbr.transfer import Progress
@@ -98,7 +98,10 @@ def apply_locked(
     else:
         locks = lock_targets(manifest, state_lock_target(store))
     lock = LockSet(locks, "apply", warn=warn)
-    lock.acquire(lock_timeout)
+    try:
+        lock.acquire(lock_timeout)
+    except RepositoryError as error:  # a repository that cannot be reached: who needs it, as plan says
+        raise with_repository_hint(manifest, error, lock.failed.repository if lock.failed else None, targets) from None
     try:
         store.discard_unfinished_writes()
         state = store.read()

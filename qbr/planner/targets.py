@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
-from qbr.errors import QbrError
+from qbr.errors import NotFoundError, QbrError, RepositoryError
 from qbr.manifest import Manifest, RestoreConfig
 
 
@@ -86,6 +86,16 @@ def unreachable_hint(manifest: Manifest, cluster: str, targets: tuple[str, ...],
         hint += (f", and {_join(_labels(manifest, rest))} {'does' if len(_labels(manifest, rest)) == 1 else 'do'} not: "
                  f"plan {them} alone with " + " ".join(f"--target {n}" for n in rest))
     return hint
+
+
+def with_repository_hint(manifest: Manifest, error: RepositoryError, repository: str | None,
+                         targets: tuple[str, ...]) -> RepositoryError:
+    """`error`, from a repository that could not be reached, as one sentence that also names the
+    entries needing it (unchanged for a missing bucket or when nothing needs it)."""
+    hint = unreachable_hint(manifest, repository, targets, repository=True) if repository else ""
+    if not hint or isinstance(error, NotFoundError):
+        return error
+    return RepositoryError(str(error).rstrip(". ") + hint + ".")
 
 
 def targets_note(manifest: Manifest, targets: tuple[str, ...]) -> str:

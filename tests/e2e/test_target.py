@@ -135,6 +135,10 @@ restores:
     assert plan.stderr.count("\n") == 1, plan.stderr
     assert plan.stderr.strip().endswith("; backup offsite needs it, and backup nightly and restore recover do not: "
                                         "plan them alone with --target nightly --target recover."), plan.stderr
+    applied = qbr("apply", "--auto-approve", "--now", T0, cwd=tmp_path, env=env)  # it locks first: same sentence
+    assert applied.exit_code == 1 and "Traceback" not in applied.output, applied.output
+    assert applied.stderr.strip().endswith("plan them alone with --target nightly --target recover."), applied.stderr
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").rglob("sets/*")), "nothing was applied"
     targeted = qbr("plan", "--now", T0, "--target", "nightly", "--target", "recover", cwd=tmp_path, env=env)
     assert targeted.exit_code == 0, targeted.output
     assert "--target nightly --target recover: only backup nightly and restore recover are planned" in targeted.stdout
