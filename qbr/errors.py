@@ -50,6 +50,10 @@ class RepositoryError(QbrError):
     """A backup repository (S3 bucket or local folder) failed a request."""
 
 
+class UnreachableError(RepositoryError):
+    """A repository's store did not answer at all (network): not a refusal or a missing key."""
+
+
 class NotFoundError(RepositoryError):
     """A key is absent from a repository."""
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from qbr.apply import Applier, ApplyReport, Outcome
 from qbr.connections import Connections
-from qbr.errors import RepositoryError, StalePlanError
+from qbr.errors import StalePlanError, UnreachableError
 from qbr.locks import LockSet, lock_targets, repository_target
 from qbr.manifest import Manifest
 from qbr.observe import observe
@@ -100,7 +100,7 @@ def apply_locked(
     lock = LockSet(locks, "apply", warn=warn)
     try:
         lock.acquire(lock_timeout)
-    except RepositoryError as error:  # a repository that cannot be reached: who needs it, as plan says
+    except UnreachableError as error:  # a repository that does not answer: who needs it, as plan says
         raise with_repository_hint(manifest, error, lock.failed.repository if lock.failed else None, targets) from None
     try:
         store.discard_unfinished_writes()

@@ -21,7 +21,7 @@ from typing import Any
 import botocore.exceptions
 
 from qbr import faultpoints
-from qbr.errors import NotFoundError, RepositoryError
+from qbr.errors import NotFoundError, RepositoryError, UnreachableError
 from qbr.repository import store_gaps
 from qbr.repository.accounting import RequestCounter
 from qbr.repository.base import (
@@ -147,7 +147,7 @@ class S3Repository(Repository):
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role."
             )
         if isinstance(error, NETWORK):
-            return RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.")
+            return UnreachableError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.")
         return RepositoryError(f"S3 {action} of {where} failed: {type(error).__name__}.")
 
     def _call(self, action: str, key: str | None, method: str, **params: Any) -> dict[str, Any]:
@@ -284,7 +284,7 @@ class S3Repository(Repository):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise self._error(error, "download", key) from None
         except OSError as error:  # urllib3 protocol errors mid-body
-            raise RepositoryError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.") from None
+            raise UnreachableError(f"cannot reach S3 endpoint {self.endpoint}: {network_reason(error)}.") from None
 
     def get_bytes(self, key: str) -> bytes:
         return self.get_with_info(key)[0]
