@@ -45,6 +45,21 @@ def label(fingerprint: str) -> str:
 # -- archives ------------------------------------------------------------------------------
 
 
+def read_collection(repo: Any, backup: str, set_id: str, collection: str, purpose: str, doing: str) -> CollectionRecord:
+    """The record of `collection` in set `backup`/`set_id`, opened with the run's identity when the
+    set is sealed (or one sentence, before any target is touched); one sentence too when the set
+    cannot be read or does not hold it. `purpose` ("restore from"), `doing` ("restoring")."""
+    key = set_key(backup, set_id)
+    try:
+        record = SetRecord.from_json(repo.get_bytes(key), key)
+    except QbrError as error:
+        raise QbrError(f"cannot read set {backup}/{set_id} to {purpose}: {error}") from None
+    found = opened(record, f"{doing} encrypted set {backup}/{set_id}").collections.get(collection)
+    if found is None:
+        raise QbrError(f"set {set_id} holds no collection {collection}; run qbr plan again")
+    return found
+
+
 def encrypts_inline(repo: Any, recipients: Any) -> bool:
     """Whether a backup into `repo` hashes in the thread that reads (see put_encrypted): an
     encrypted whole archive; a dedup repository cuts and seals chunks in threads of its own."""

@@ -15,11 +15,10 @@ from typing import Any
 
 from qbr.actions import CopyCollection
 from qbr.apply.archive_reader import ArchiveShards, ShardPages, choose_reader
+from qbr.apply.at_rest import read_collection
 from qbr.apply.copy_streams import Stream
 from qbr.apply.target_shape import live_shard_keys
-from qbr.errors import QbrError
-from qbr.records import CollectionRecord, SetRecord, set_key
-from qbr.sealed_records import opened
+from qbr.records import CollectionRecord
 
 WHOLE = "*"  # the stream of a live collection without custom sharding
 
@@ -89,14 +88,4 @@ class ArchiveSource:
 
 def read_record(conn: Any, p: CopyCollection) -> CollectionRecord:
     repo = conn.repository(p.repository)
-    key = set_key(p.backup, p.set_id)
-    try:
-        record = SetRecord.from_json(repo.get_bytes(key), key)
-    except QbrError as error:
-        raise QbrError(f"cannot read set {p.backup}/{p.set_id} to copy from: {error}") from None
-    # An encrypted set's config and indexes are sealed: opened with the run's identity, or one sentence.
-    record = opened(record, f"copying from encrypted set {p.backup}/{p.set_id}")
-    collection = record.collections.get(p.source_collection)
-    if collection is None:
-        raise QbrError(f"set {p.set_id} holds no collection {p.source_collection}; run qbr plan again")
-    return collection
+    return read_collection(repo, p.backup, p.set_id, p.source_collection, "copy from", "copying from")

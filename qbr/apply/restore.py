@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from qbr import faultpoints
 from qbr.actions import RestoreCollection
 from qbr.apply.archive_reader import choose_reader
-from qbr.apply.at_rest import plaintext
+from qbr.apply.at_rest import plaintext, read_collection
 from qbr.apply.context import ActionContext
 from qbr.apply.sample_check import check_recovered_sample
 from qbr.apply.target_shape import (
@@ -32,8 +32,7 @@ from qbr.apply.target_shape import (
 )
 from qbr.errors import ChecksumError, OutcomeUnknown, PreconditionError, QbrError, QdrantError
 from qbr.qdrant import QdrantClient
-from qbr.records import ArchiveRecord, CollectionRecord, SetRecord, set_key, utc_iso
-from qbr.sealed_records import opened
+from qbr.records import ArchiveRecord, CollectionRecord, utc_iso
 from qbr.transfer import Digest, verified
 
 PRIORITY = "snapshot"  # always sent: Qdrant's default changed across versions
@@ -63,16 +62,7 @@ def restore_collection(ctx: ActionContext, p: RestoreCollection, action_id: str)
 def _restore(ctx: ActionContext, p: RestoreCollection) -> dict[str, Any]:
     conn = ctx.connections
     repo = conn.repository(p.repository)
-    key = set_key(p.backup, p.set_id)
-    try:
-        record = SetRecord.from_json(repo.get_bytes(key), key)
-    except QbrError as error:
-        raise QbrError(f"cannot read set {p.backup}/{p.set_id} to restore from: {error}") from None
-    # An encrypted set opens with the run's identity, or the restore stops here, before the target is touched.
-    record = opened(record, f"restoring encrypted set {p.backup}/{p.set_id}")
-    source = record.collections.get(p.source_collection)
-    if source is None:
-        raise QbrError(f"set {p.set_id} holds no collection {p.source_collection}; run qbr plan again")
+    source = read_collection(repo, p.backup, p.set_id, p.source_collection, "restore from", "restoring")
     for archive in source.archives:
         head = repo.head(archive.key)
         if head is None:
