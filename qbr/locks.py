@@ -386,14 +386,14 @@ class LockSet:
         unique = {target.order: target for target in targets}
         self.id = str(uuid.uuid4())
         self.lost = threading.Event()  # set when any of them is lost: the run stops
+        self.failed: LockTarget | None = None  # after acquire() raised: the target whose store or lock refused
         self.locks = [
             Lock(unique[order], operation, warn=warn, lock_id=self.id, lost=self.lost) for order in sorted(unique)
         ]
 
     def acquire(self, timeout: float) -> None:
-        """Take them all or none; `failed` then names the target whose store or lock refused."""
+        """Take them all or none."""
         deadline = time.monotonic() + max(0.0, timeout)
-        self.failed: LockTarget | None = None
         try:
             for lock in self.locks:  # a store that cannot hold a lock is refused before any is taken
                 self.failed = lock.target
