@@ -239,16 +239,22 @@ backups:
 """
     write_manifest(folder, text)
     must(qbr("apply", "--auto-approve", "--now", iso(T0), cwd=folder), "setup apply")
-    write_manifest(folder, text + """restores:
+    # Pinned to the setup's sets: the garbage check plans a day later, when new sets are due, and
+    # `at: latest` would then restore again into to-edge's existing collections (if_exists: fail
+    # makes that plan an error, as it should), hiding the sweep it checks.
+    pinned = iso(T0 + timedelta(minutes=1))
+    write_manifest(folder, text + f"""restores:
   to-dr:
     from: nightly
     to: dr
-    collections: {"docs": "docs_dr", "images": "*"}
+    at: "{pinned}"
+    collections: {{"docs": "docs_dr", "images": "*"}}
     if_exists: skip
   to-edge:
     from: copy
     to: edge
-    collections: {"*": "*"}
+    at: "{pinned}"
+    collections: {{"*": "*"}}
     if_exists: fail
 """)
     for cluster in (dr, edge):
