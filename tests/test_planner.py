@@ -330,6 +330,18 @@ def test_restore_at_a_timestamp_picks_the_newest_set_at_or_before_it():
         make_plan(manifest(extra), observed([cluster("prod", [docs]), cluster("dr", [])], repository([older, newer])), State(), NOW)
 
 
+def test_a_refused_at_names_when_the_oldest_set_was_taken():
+    # A set's id is the moment it was planned; it stands for its first snapshot, which can come a
+    # second later. `at:` copied from the id alone then matches nothing: the refusal says why.
+    docs = collection("docs")
+    taken_later = replace(set_record("20261101T000000Z", {"docs": docs}), created="2026-11-01T00:00:01Z")
+    extra = RESTORE.replace("if_exists: replace", "if_exists: replace\n    at: 2026-11-01T00:00:00Z")
+    world = observed([cluster("prod", [docs]), cluster("dr", [])], repository([taken_later]))
+    with pytest.raises(PlanError, match=r"has no set at or before 2026-11-01T00:00:00Z; its oldest set, "
+                                        r"20261101T000000Z, stands for 2026-11-01T00:00:01Z"):
+        make_plan(manifest(extra), world, State(), NOW)
+
+
 def test_a_set_selected_by_a_restore_is_protected_from_retention():
     docs = collection("docs")
     older = set_record("20261101T000000Z", {"docs": docs})

@@ -104,7 +104,9 @@ def plan_restore(
     if source is None:
         at = "latest" if restore.at is None else utc_iso(restore.at)
         if restore.at is not None and repo.sets_of(backup.name):
-            draft.refusals.append(f"restore {restore.name}: backup {backup.name} has no set at or before {at}")
+            oldest = min(repo.sets_of(backup.name), key=lambda r: r.created_at)  # its first snapshot's moment, not its id's
+            draft.refusals.append(f"restore {restore.name}: backup {backup.name} has no set at or before {at}; "
+                                  f"its oldest set, {oldest.set_id}, stands for {oldest.created}")
         else:
             draft.unchanged.append(Note(group, "nothing to restore", f"backup {backup.name} has no set yet"))
         return

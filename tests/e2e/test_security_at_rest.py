@@ -7,6 +7,7 @@ someone loosened."""
 from __future__ import annotations
 
 import grp
+import json
 import os
 import re
 import secrets
@@ -202,9 +203,14 @@ def test_rekey_leaves_every_set_restorable_with_the_new_identity_and_none_with_t
     assert qbr("verify", "--deep", "--identity", str(new_file), cwd=tmp_path).exit_code == 0
     old = qbr("verify", "--deep", "--identity", str(old_file), cwd=tmp_path)
     assert old.exit_code == 1 and "encrypted to other recipients" in old.output, old.output
-    for set_id in sorted(p.stem for p in (tmp_path / "backups" / "sets" / "nightly").iterdir()):
+    listed = qbr("sets", "--json", cwd=tmp_path)
+    assert listed.exit_code == 0, listed.output
+    # `at:` is the moment a set stands for (its first snapshot), which can be a second after its id.
+    taken = sorted(s["created"] for s in json.loads(listed.stdout))
+    assert len(taken) == 2
+    for created in taken:
         manifest = _manifest(source, target, "path: ./backups", [new_public], restore=False).replace(
-            "rpo: 1h}", "rpo: 1000d}") + f"restores:\n  dr: {{from: nightly, to: dr, if_exists: replace, at: {_at(set_id)}}}\n"
+            "rpo: 1h}", "rpo: 1000d}") + f"restores:\n  dr: {{from: nightly, to: dr, if_exists: replace, at: {created}}}\n"
         write_manifest(tmp_path, manifest)
         refused = qbr("apply", "--auto-approve", "--identity", str(old_file), cwd=tmp_path)
         assert refused.exit_code == 1 and "is encrypted" in refused.output, refused.output
@@ -212,10 +218,6 @@ def test_rekey_leaves_every_set_restorable_with_the_new_identity_and_none_with_t
         assert run.exit_code == 0, run.output
         assert all_points(target.urls[0], "docs") == all_points(source.urls[0], "docs")
         Client(target.urls[0], backoff=0).delete_collection("docs")
-
-
-def _at(set_id: str) -> str:
-    return f"{set_id[:4]}-{set_id[4:6]}-{set_id[6:8]}T{set_id[9:11]}:{set_id[11:13]}:{set_id[13:15]}Z"
 
 
 @pytest.fixture
