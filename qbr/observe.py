@@ -28,6 +28,8 @@ from qbr.records import (
     utc_iso,
 )
 from qbr.repository import cleanup_gaps, open_s3_repository
+from qbr.repository.base import ObjectInfo
+from qbr.repository.read_cache import ReadCache
 from qbr.state import State
 from qbr.world import (
     ArchiveObject,
@@ -117,12 +119,13 @@ def _backups_to_detail(
     }
 
 
-def observe_repositories(manifest: Manifest, connections: Connections) -> dict[str, ObservedRepository]:
-    """Only the repositories (for status and verify, which need no Qdrant)."""
+def observe_repositories(manifest: Manifest, connections: Connections, *, cached: bool = True) -> dict[str, ObservedRepository]:
+    """Only the repositories (for status and verify, which need no Qdrant). `cached=False`: every
+    set record read from the store itself (verify judges what is stored, not a local copy)."""
     pool = _Pool(connections.parallelism)
     try:
         names = sorted({b.repository for b in manifest.backups.values()})
-        return {r.name: r for r in pool.map(lambda name: _observe_repository(connections, name), names)}
+        return {r.name: r for r in pool.map(lambda name: _observe_repository(connections, name, cached), names)}
     finally:
         pool.close()
 
@@ -244,14 +247,16 @@ def _observe_collection(
     )
 
 
-def _observe_repository(connections: Connections, name: str) -> ObservedRepository:
+def _observe_repository(connections: Connections, name: str, cached: bool = True) -> ObservedRepository:
     repo = connections.repository(name)
-    set_keys = [o.key for o in repo.list(SETS_PREFIX) if parse_set_key(o.key)]
+    listed = [o for o in repo.list(SETS_PREFIX) if parse_set_key(o.key)]
+    cache = ReadCache.for_repository(repo) if cached else ReadCache(None)  # a quiet tick rereads no record
     inner = _Pool(connections.parallelism)
     try:
-        loaded = inner.map(lambda key: _read_set(repo, key), set_keys)
+        loaded = inner.map(lambda info: _read_set(cache, repo, info), listed)
     finally:
         inner.close()
+    cache.prune()
     sets = tuple(s for s in loaded if isinstance(s, SetRecord))
     broken = tuple(s for s in loaded if isinstance(s, BrokenSet))
     archives = {
@@ -304,16 +309,16 @@ def _observe_locks(connections: Connections, name: str, repo: Any, sets: tuple[S
     return {key: utc_iso(held[1]) for key, held in found if held is not None}
 
 
-def _read_set(repo: Any, key: str) -> SetRecord | BrokenSet | None:
+def _read_set(cache: ReadCache, repo: Any, listed: ObjectInfo) -> SetRecord | BrokenSet | None:
     """A set record that cannot be parsed is reported, never silently treated as absent."""
     try:
-        raw = repo.get_bytes(key)
+        raw = cache.read(repo, listed)
     except NotFoundError:
         return None  # deleted between list and get
     try:
-        record = SetRecord.from_json(raw, key)
+        record = SetRecord.from_json(raw, listed.key)
     except QbrError as error:
-        return BrokenSet(key, str(error))
+        return BrokenSet(listed.key, str(error))
     from qbr.sealed_records import try_open
 
     return try_open(record)  # an encrypted record's config and aliases, when the run has its identity

@@ -81,6 +81,10 @@ class Repository(ABC):
     def describe(self) -> str:
         """Where this is, for people: "s3://bucket/prefix" or the folder path; never credentials."""
 
+    def cache_identity(self) -> str | None:
+        """Who this store is, for a local copy of its set records (read_cache); None: no copy."""
+        return None
+
     @abstractmethod
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         """Store everything `chunks` yields under `key`, atomically, with memory bounded by one part.

@@ -72,6 +72,9 @@ class ChunkedRepository(Repository):
     def describe(self) -> str:
         return self.inner.describe()
 
+    def cache_identity(self) -> str | None:
+        return self.inner.cache_identity()
+
     def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> ObjectInfo:
         return self.inner.put_bytes(key, data, if_none_match=if_none_match, if_match=if_match)
 

@@ -98,6 +98,9 @@ class S3Repository(Repository):
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    def cache_identity(self) -> str | None:
+        return f"{self.endpoint or 'aws'} {self.describe()}"
+
     def _full(self, key: str) -> str:
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -41,7 +41,7 @@ def verify(
     if deep and counter is None:
         counter = choose_counter()
     scoped = replace(manifest, backups={name: manifest.backups[name] for name in backups})
-    repositories = observe_repositories(scoped, connections)
+    repositories = observe_repositories(scoped, connections, cached=False)  # the records as stored
     checks: list[SetCheck] = []
     archives = read = not_counted = 0
     notes: list[str] = []
