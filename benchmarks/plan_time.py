@@ -394,7 +394,7 @@ def request_counts(counts: list[int], backup_counts: list[int], kinds: list[str]
                                                 for n, p in patterns.items()))
                             manifest = load_manifest_text(text, "requests.yaml", work, env={})
                             # The first tick reads every set record; the next find them in qbr's cache.
-                            for tick, now in (("1st quiet", QUIET), ("quiet", QUIET), ("due", DUE)):
+                            for tick, now in (("1st-quiet", QUIET), ("quiet", QUIET), ("due", DUE)):
                                 result, qdrant, s3_counts = counted_plan(manifest, now, traffic)
                                 row = {"repository": kind, "collections": count, "backups": backups,
                                        "sets": sets * backups, "tick": tick, "actions": len(result.actions),

@@ -256,19 +256,18 @@ def _observe_repository(connections: Connections, name: str, cached: bool = True
         loaded = inner.map(lambda info: _read_set(cache, repo, info), listed)
     finally:
         inner.close()
-    cache.prune()
     sets = tuple(s for s in loaded if isinstance(s, SetRecord))
     broken = tuple(s for s in loaded if isinstance(s, BrokenSet))
-    archives = {
-        o.key: ArchiveObject(o.key, o.size, utc_iso(o.modified)) for o in repo.list(SNAPSHOTS_PREFIX)
-    }
+    stored = {o.key: o for o in repo.list(SNAPSHOTS_PREFIX)}
+    archives = {key: ArchiveObject(key, o.size, utc_iso(o.modified)) for key, o in stored.items()}
     chunks = None
     if hasattr(repo, "read_list"):  # dedup: the chunk index and what every chunk list names
         from qbr.repository.chunk_gc import census
 
-        chunks = census(repo, list(archives), connections.parallelism)
+        chunks = census(repo, list(archives), connections.parallelism, cache, stored)
         for key, size in chunks.sizes.items():  # an archive's size as read back (what its set records), not its list's
             archives[key] = replace(archives[key], size=size)
+    cache.prune()  # after every read of this observe: what it did not read is gone from the store
     # A store that cannot list or abort unfinished uploads: that cleanup is skipped, and said.
     abortable, gaps = cleanup_gaps(repo, repo.pending_uploads())
     pending = tuple(PendingObject(p.key, p.upload_id, utc_iso(p.initiated)) for p in abortable)

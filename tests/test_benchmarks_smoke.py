@@ -97,9 +97,12 @@ def test_plan_time_reports_growth_for_the_pure_planner_and_observe(runs):
     assert found["plan_time_20_vs_5"] > 0 and found["observe_plan_time_6_vs_3"] > 0
     out = runs["plan_time"].stdout
     assert "copy=" in out and "commit=1" in out  # the synthetic world made the planner do real work
-    # the request table: a quiet tick and a due one for each size, backup count and repository kind
+    # the request table: a first quiet tick, the next, and a due one for each size, backup count and
+    # repository kind
     rows = [line.split() for line in out.splitlines() if line.startswith(("folder ", "s3 "))]
-    assert len(rows) == 2 * 2 * 2 * 2  # sizes x backup counts x repository kinds x ticks
+    assert len(rows) == 2 * 2 * 2 * 3  # sizes x backup counts x repository kinds x ticks
+    assert all("GET=" in row[8] for row in rows if row[0] == "s3" and row[4] == "1st-quiet")  # every set record
+    assert all(row[8] == "LIST=3" for row in rows if row[0] == "s3" and row[4] == "quiet")  # then the listings alone
     assert all(int(row[6]) > 0 for row in rows)  # Qdrant requests, counted by the emulator
     assert all(row[7] != "-" and int(row[7]) > 0 for row in rows if row[0] == "s3")  # S3 requests, by qbr
     assert all(value == 1.0 for name, value in found.items() if name.startswith("quiet_"))  # flat

@@ -25,23 +25,35 @@ from typing import Any
 from qbr import faultpoints
 from qbr.errors import NotFoundError, QbrError
 from qbr.records import SNAPSHOTS_PREFIX, utc_iso
+from qbr.repository.base import ObjectInfo
 from qbr.repository.chunk_index import index_bytes, list_chunks, new_index_key, read_index_files
 from qbr.repository.chunks import ChunkList, chunk_key
+from qbr.repository.read_cache import ReadCache
 from qbr.world import ChunkCensus, ChunkIndexObject
 
 
-def read_lists(repo: Any, keys: list[str], parallelism: int = 8,
-               sizes: dict[str, int] | None = None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+def read_lists(repo: Any, keys: list[str], parallelism: int = 8, sizes: dict[str, int] | None = None,
+               cache: ReadCache | None = None, listed: dict[str, ObjectInfo] | None = None,
+               ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """The distinct chunk ids each chunk list names (archives stored whole are left out), and the
     keys of those that cannot be read; `sizes` gets each plain chunk list's rebuilt size (what a
-    set records and head() says; an encrypted one's is its own, as listed)."""
+    set records and head() says; an encrypted one's is its own, as listed). With a `cache` and the
+    `listed` versions, a list read before at that version is not read again."""
     def one(key: str) -> tuple[str, Any, bool]:
+        version = (listed or {}).get(key)
         try:
-            listing = repo.read_list(key)
+            copy = cache.copy_of(version) if cache is not None and version is not None else None
+            if copy is not None:
+                return key, ChunkList.parse(copy, key) if copy else None, False
+            listing, raw = repo.read_list_raw(key)
         except NotFoundError:
             return key, None, False
         except QbrError:
             return key, None, True
+        if cache is not None and version is not None:
+            # Archive keys are written once (each names its snapshot), so what was just read is
+            # the version listed; b"" stands for an archive stored whole.
+            cache.keep(version, raw)
         return key, listing, False
 
     lists, unreadable = {}, []
@@ -56,12 +68,13 @@ def read_lists(repo: Any, keys: list[str], parallelism: int = 8,
     return lists, unreadable
 
 
-def census(repo: Any, archive_keys: list[str], parallelism: int = 8) -> ChunkCensus:
+def census(repo: Any, archive_keys: list[str], parallelism: int = 8, cache: ReadCache | None = None,
+           listed: dict[str, ObjectInfo] | None = None) -> ChunkCensus:
     """What the planner needs to sweep chunks, read without listing `chunks/` unless a marker
-    says the index may be short of the truth."""
-    files, broken = read_index_files(repo.inner)
+    says the index may be short of the truth. `cache`, `listed`: see read_lists."""
+    files, broken = read_index_files(repo.inner, cache)
     sizes: dict[str, int] = {}
-    lists, unreadable = read_lists(repo, archive_keys, parallelism, sizes)
+    lists, unreadable = read_lists(repo, archive_keys, parallelism, sizes, cache, listed)
     index = tuple(ChunkIndexObject(f.key, utc_iso(f.modified), f.pending, f.chunks) for f in files)
     indexed = {c for f in files for c in f.chunks}
     unindexed: dict[str, tuple[int, str]] = {}

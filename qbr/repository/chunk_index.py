@@ -56,12 +56,13 @@ def new_index_key(label: str = "") -> str:
     return f"{INDEX_PREFIX}{datetime.now().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(6)}{label}.json"
 
 
-def read_index_files(repo: Any) -> tuple[list[IndexFile], list[str]]:
-    """Every index object (parsed), and the keys of those that cannot be read."""
+def read_index_files(repo: Any, cache: Any = None) -> tuple[list[IndexFile], list[str]]:
+    """Every index object (parsed), and the keys of those that cannot be read; through `cache`
+    (a read_cache.ReadCache) when given, so an index object read before is not read again."""
     files, broken = [], []
     for info in repo.list(INDEX_PREFIX):
         try:
-            data = json.loads(repo.get_bytes(info.key))
+            data = json.loads(cache.read(repo, info) if cache is not None else repo.get_bytes(info.key))
             if data.get(INDEX_MAGIC) != 1:
                 raise ValueError("not a chunk index")
             chunks = {str(k): int(v) for k, v in dict(data["chunks"]).items()}

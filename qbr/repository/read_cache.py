@@ -1,5 +1,6 @@
-"""A local copy of the set records every plan reads, reused while the store's listing shows the
-same etag and size: a quiet tick then costs the listings alone, not a GET per kept set.
+"""A local copy of the small objects every plan reads (set records, and a dedup repository's chunk
+lists), reused while the store's listing shows the same etag and size: a quiet tick then costs the
+listings alone, not a GET per kept set and per archive.
 
 Like restic's cache (~/.cache/restic), it is never the truth: an entry is used only when the
 listing just taken names the object with the etag and size the entry was stored with, so a
@@ -58,20 +59,37 @@ class ReadCache:
     def read(self, repo: Any, listed: ObjectInfo) -> bytes:
         """The bytes of `listed` (as the listing just taken saw it): the copy when it is that
         version, else a GET, kept for the next run. NotFoundError passes unchanged."""
-        name = hashlib.sha256(listed.key.encode()).hexdigest()
+        copy = self.copy_of(listed)
+        if copy is not None:
+            return copy
+        data, info = repo.get_with_info(listed.key)
+        if info.etag:
+            self.keep(ObjectInfo(listed.key, len(data), info.modified, info.etag), data)
+        return data
+
+    def copy_of(self, listed: ObjectInfo) -> bytes | None:
+        """The copy kept for `listed`'s version (key, etag and size), or None; either way the copy
+        is in use, so prune() keeps it."""
+        name = _name(listed.key)
         with self._lock:
             self._used.add(name)
+        folder = self.folder
+        copy = _load(folder / name, listed) if folder is not None and listed.etag else None
+        if copy is not None:
+            with self._lock:
+                self.hits += 1
+        return copy
+
+    def keep(self, version: ObjectInfo, data: bytes) -> None:
+        """Keep `data` as what the object is at `version` (its key, etag and size): the object's
+        bytes, or what a reader made of them (b"" for "not a chunk list")."""
         folder = self.folder  # once: a failed write turns it off for the other threads too
-        if folder is not None and listed.etag:
-            copy = _load(folder / name, listed)
-            if copy is not None:
-                with self._lock:
-                    self.hits += 1
-                return copy
-        data, info = repo.get_with_info(listed.key)
-        if folder is not None and info.etag and not _store(folder, name, listed.key, info.etag, data):
+        if folder is None or not version.etag:
+            return
+        with self._lock:
+            self._used.add(_name(version.key))
+        if not _store(folder, _name(version.key), version, data):
             self.folder = None  # the folder cannot be written: no cache for the rest of the run
-        return data
 
     def prune(self) -> None:
         """Drop the copies of objects this run did not read (deleted, or no longer listed), and
@@ -86,6 +104,10 @@ class ReadCache:
             pass
 
 
+def _name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _load(path: Path, listed: ObjectInfo) -> bytes | None:
     try:
         raw = path.read_bytes()
@@ -96,18 +118,20 @@ def _load(path: Path, listed: ObjectInfo) -> bytes | None:
         meta = json.loads(head) if sep else {}
     except ValueError:
         return None
-    fits = meta.get("key") == listed.key and meta.get("etag") == listed.etag and len(body) == listed.size
+    fits = (meta.get("key"), meta.get("etag"), meta.get("size"), meta.get("length")) == (
+        listed.key, listed.etag, listed.size, len(body))
     return body if fits else None
 
 
-def _store(folder: Path, name: str, key: str, etag: str, data: bytes) -> bool:
+def _store(folder: Path, name: str, version: ObjectInfo, data: bytes) -> bool:
     """Write the copy whole or not at all (temp + rename); False when the folder refuses."""
     temp = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    head = {"key": version.key, "etag": version.etag, "size": version.size, "length": len(data)}
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as out:
-            out.write(json.dumps({"key": key, "etag": etag}).encode() + b"\n" + data)
+            out.write(json.dumps(head).encode() + b"\n" + data)
         os.replace(temp, folder / name)
     except OSError:
         with contextlib.suppress(OSError):

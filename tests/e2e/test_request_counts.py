@@ -58,7 +58,7 @@ def s3_sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     return sent
 
 
-def quiet_tick(emulator, folder, endpoint: str, bucket: str, sent: Counter, collections: int) -> dict:
+def quiet_tick(emulator, folder, endpoint: str, bucket: str, sent: Counter, collections: int, dedup: bool = False) -> dict:
     """Back up `collections` collections once, then run a quiet `qbr plan` and a quiet `qbr apply`:
     the requests each sent to Qdrant (by route) and to S3 (by operation)."""
     source = emulator(nodes=1)
@@ -70,7 +70,7 @@ version: 1
 clusters:
   prod: {{url: "{source.urls[0]}"}}
 repositories:
-  main: {{s3: {{bucket: {bucket}, prefix: n{collections}, endpoint_url: "{endpoint}", region: us-east-1}}}}
+  main: {{s3: {{bucket: {bucket}, prefix: n{collections}, endpoint_url: "{endpoint}", region: us-east-1}}, dedup: {str(dedup).lower()}}}
 backups:
   nightly:
     cluster: prod
@@ -137,3 +137,12 @@ def test_verify_judges_the_set_records_as_stored_never_a_local_copy(emulator, tm
     verify = qbr("verify", cwd=tmp_path / "ten")
     assert verify.exit_code == 0, verify.output
     assert s3_sent.got[key] == 1  # read from S3
+
+
+def test_a_dedup_tick_reads_no_chunk_list_or_index_object_it_read_before(emulator, tmp_path, s3_bucket, s3_sent):
+    endpoint, bucket = s3_bucket
+    found = quiet_tick(emulator, tmp_path / "ten", endpoint, bucket, s3_sent, 10, dedup=True)
+    lists = [k for k in found["plan"]["got"] if k.startswith("snapshots/")]
+    assert len(lists) == 10, found["plan"]["got"]  # the first quiet tick reads each archive's chunk list
+    assert any(k.startswith("index/") for k in found["plan"]["got"])  # and the chunk index's objects
+    assert set(found["apply"]["got"]) == {"locks/exclusive.json"}, found["apply"]["got"]  # then only the lock
