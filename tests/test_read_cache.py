@@ -12,6 +12,7 @@ import pytest
 from qbr.errors import NotFoundError
 from qbr.repository.read_cache import CACHE_DIR_ENV, NO_CACHE_ENV, ReadCache
 from qbr.repository.s3 import S3Repository
+from tests.test_s3_compatible import repo_on
 
 KEY = "sets/nightly/20261121T080000Z.json"
 
@@ -114,3 +115,11 @@ def test_two_stores_with_one_bucket_name_keep_copies_apart(repo, cache_dir, s3_b
     elsewhere = S3Repository(bucket, "prod", endpoint.replace("127.0.0.1", "localhost"), "us-east-1")
     assert ReadCache.for_repository(repo).folder != ReadCache.for_repository(elsewhere).folder
     assert ReadCache.for_repository(repo).folder == ReadCache.for_repository(S3Repository(bucket, "prod", endpoint, "us-east-1")).folder
+
+
+def test_the_copy_is_used_on_s3rver_too(s3rver_bucket, cache_dir):
+    """Its listings and GETs must give an object the same etag, or the copy would never be used."""
+    store = repo_on(s3rver_bucket)
+    store.put_bytes(KEY, b'{"v": 1}')
+    assert read_in_a_new_run(store)[:2] == (b'{"v": 1}', 1)
+    assert read_in_a_new_run(store)[:2] == (b'{"v": 1}', 0)
