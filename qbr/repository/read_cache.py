@@ -29,6 +29,7 @@ NO_CACHE_ENV = "QBR_NO_CACHE"
 
 
 def cache_root() -> Path | None:
+    """The folder under which each store's copies go, or None when the cache is turned off."""
     if os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
         return None
     if os.environ.get(CACHE_DIR_ENV):
@@ -117,6 +118,8 @@ def _load(path: Path, listed: ObjectInfo) -> bytes | None:
     try:
         meta = json.loads(head) if sep else {}
     except ValueError:
+        return None
+    if not isinstance(meta, dict):
         return None
     fits = (meta.get("key"), meta.get("etag"), meta.get("size"), meta.get("length")) == (
         listed.key, listed.etag, listed.size, len(body))
