@@ -39,7 +39,8 @@ def cache_root() -> Path | None:
 
 
 class ReadCache:
-    """Reads of small objects through a folder of copies keyed by (key, etag, size)."""
+    """Reads of small objects through a folder of copies keyed by (key, etag, size), each checked
+    against the sha256 it was written with."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
@@ -121,15 +122,15 @@ def _load(path: Path, listed: ObjectInfo) -> bytes | None:
         return None
     if not isinstance(meta, dict):
         return None
-    fits = (meta.get("key"), meta.get("etag"), meta.get("size"), meta.get("length")) == (
-        listed.key, listed.etag, listed.size, len(body))
-    return body if fits else None
+    fits = (meta.get("key"), meta.get("etag"), meta.get("size"), meta.get("sha256")) == (
+        listed.key, listed.etag, listed.size, hashlib.sha256(body).hexdigest())
+    return body if fits else None  # a copy damaged on this disk is read again from the store
 
 
 def _store(folder: Path, name: str, version: ObjectInfo, data: bytes) -> bool:
     """Write the copy whole or not at all (temp + rename); False when the folder refuses."""
     temp = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    head = {"key": version.key, "etag": version.etag, "size": version.size, "length": len(data)}
+    head = {"key": version.key, "etag": version.etag, "size": version.size, "sha256": hashlib.sha256(data).hexdigest()}
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

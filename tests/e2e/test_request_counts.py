@@ -129,7 +129,8 @@ def test_verify_judges_the_set_records_as_stored_never_a_local_copy(emulator, tm
     key = "sets/nightly/20261121T080000Z.json"
     copy = ReadCache.for_repository(S3Repository(bucket, "n10", endpoint, "us-east-1")).folder / sha256(key.encode()).hexdigest()
     head, _, body = copy.read_bytes().partition(b"\n")
-    copy.write_bytes(head + b"\n" + b"x" * len(body))  # a copy that lies, under the etag and size S3 lists
+    lie = b"x" * len(body)  # a copy that lies consistently: under the etag and size S3 lists, with its own sha256
+    copy.write_bytes(json.dumps({**json.loads(head), "sha256": sha256(lie).hexdigest()}).encode() + b"\n" + lie)
 
     listed = qbr("sets", "--json", cwd=tmp_path / "ten")  # the control: the copy is what a plan reads
     assert listed.exit_code != 0 or json.loads(listed.stdout) == [], listed.output
