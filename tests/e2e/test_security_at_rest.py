@@ -309,6 +309,14 @@ backups:
 # ---------------------------------------------------------------- SSE as S3 holds it
 
 
+def _backed_up_and_verified_clean(tmp_path: Path, manifest: str) -> None:
+    """Apply `manifest`, then verify finds nothing, SSE included: the ground the SSE tests change."""
+    write_manifest(tmp_path, manifest)
+    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
+    clean = qbr("verify", cwd=tmp_path)
+    assert clean.exit_code == 0 and "SSE" not in clean.output, clean.output
+
+
 def _plain_manifest(source, repository: str, state: str) -> str:
     return f"""
 version: 1
@@ -329,10 +337,7 @@ def test_verify_names_each_object_s3_holds_without_the_declared_sse(emulator, s3
     repository = (f's3: {{bucket: {bucket}, prefix: p, endpoint_url: "{endpoint}", region: us-east-1}}\n'
                   '    sse: {mode: "aws:kms", kms_key_id: alias/qbr}')
     state = f'{{s3: {{bucket: {bucket}, key: qbr/state.json, endpoint_url: "{endpoint}", region: us-east-1}}}}'  # shares the SSE
-    write_manifest(tmp_path, _plain_manifest(source, repository, state))
-    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
-    clean = qbr("verify", cwd=tmp_path)
-    assert clean.exit_code == 0 and "SSE" not in clean.output, clean.output
+    _backed_up_and_verified_clean(tmp_path, _plain_manifest(source, repository, state))
 
     # Behind qbr's back: the record rewritten without SSE, the archive with SSE-S3, the state
     # with another KMS key; the other objects stay as qbr wrote them.
@@ -452,10 +457,7 @@ def test_verify_asks_s3_how_each_chunk_of_a_dedup_repository_is_held(emulator, s
     source, _ = _source(emulator)
     repository = (f's3: {{bucket: {bucket}, prefix: d, endpoint_url: "{endpoint}", region: us-east-1}}\n'
                   '    dedup: true\n    sse: {mode: AES256}')
-    write_manifest(tmp_path, _plain_manifest(source, repository, "{path: ./state.json}"))
-    assert qbr("apply", "--auto-approve", cwd=tmp_path).exit_code == 0
-    clean = qbr("verify", cwd=tmp_path)
-    assert clean.exit_code == 0 and "SSE" not in clean.output, clean.output
+    _backed_up_and_verified_clean(tmp_path, _plain_manifest(source, repository, "{path: ./state.json}"))
 
     client = s3_client(endpoint)
     objects = _bucket_objects(endpoint, bucket)
